@@ -1,0 +1,49 @@
+"""Backstage: background jobs on Redis Streams with at-least-once delivery.
+
+Producers use :class:`Client`, :class:`AsyncClient` or the :class:`Backstage`
+app object; ``backstage-prefork`` runs the handlers in forked children.
+"""
+
+from .app import Backstage, Next, Task
+from .client import AsyncClient, Client, Job, Priority
+from .errors import (
+    AppNotFound,
+    BackstageError,
+    BrokerError,
+    ConfigError,
+    InvalidJobError,
+    PayloadError,
+    RedisUnavailable,
+    RedisVersionError,
+    Reject,
+    Retry,
+    TaskNotFound,
+    WireError,
+)
+from .wire import Backoff
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppNotFound",
+    "AsyncClient",
+    "Backoff",
+    "Backstage",
+    "BackstageError",
+    "BrokerError",
+    "Client",
+    "ConfigError",
+    "InvalidJobError",
+    "Job",
+    "Next",
+    "PayloadError",
+    "Priority",
+    "RedisUnavailable",
+    "RedisVersionError",
+    "Reject",
+    "Retry",
+    "Task",
+    "TaskNotFound",
+    "WireError",
+    "__version__",
+]

@@ -1,0 +1,7 @@
+"""``python -m backstage``: the same as the ``backstage`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,210 @@
+"""The :class:`Backstage` app: task registry, settings and a producer.
+
+Imported by producers and by ``backstage-prefork`` (the master imports the
+app module, then forks the children from that state).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, TypeVar, overload
+
+from .client import AsyncClient, Client, Job, TaskDefaults
+from .errors import ConfigError, InvalidJobError
+from .keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
+from .redis_conn import resolve_url
+from .wire import Backoff
+
+__all__ = ["Backstage", "Task", "Next"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Next:
+    """Workflow instruction: return it from a handler to enqueue the next step.
+
+    It is enqueued in the same atomic step as the ack of the current job.
+    Equivalent to returning ``{"next": task, "delay": ms, "payload": payload}``.
+    """
+
+    task: str
+    payload: Any = None
+    delay: float = 0.0
+    queue: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not self.task:
+            raise InvalidJobError(f"Next(task={self.task!r}): expected a non-empty task name")
+        if isinstance(self.delay, bool) or not isinstance(self.delay, (int, float)) or not 0 <= self.delay < math.inf:
+            raise InvalidJobError(f"Next(delay={self.delay!r}): expected seconds >= 0")
+        if self.queue is not None:
+            validate_queue(self.queue)
+
+
+@dataclass
+class Task:
+    """A registered handler and its options. Calling it runs the function."""
+
+    name: str
+    func: Callable[..., Any]
+    queue: str | None = None
+    timeout: float | None = None
+    attempts: int | None = None
+    backoff: Backoff | None = None
+    app: "Backstage | None" = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.is_async = inspect.iscoroutinefunction(self.func)
+        self.defaults = TaskDefaults(self.queue, self.attempts, self.backoff, self.timeout)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def enqueue(self, payload: Any = None, **options: Any) -> str | None:
+        """Enqueue this task through its app; options as for :meth:`Client.enqueue`."""
+        if self.app is None:
+            raise ConfigError(f"task {self.name!r} belongs to no app")
+        return self.app.enqueue(self.name, payload, **options)
+
+
+class Backstage:
+    """An application: its tasks, its Redis settings, and a producer.
+
+    Args:
+        redis_url: defaults to $BACKSTAGE_REDIS_URL, then $REDIS_URL, then
+            ``redis://localhost:6379/0``. No connection is made until needed.
+        prefix: key prefix (WIRE.md ``P``).
+        group: consumer group of the workers (WIRE.md ``G``).
+        name: shown in logs and process titles.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        group: str = DEFAULT_GROUP,
+        name: str = "backstage",
+    ) -> None:
+        self.redis_url = resolve_url(redis_url)
+        self.keys = Keys(prefix)
+        if not isinstance(group, str) or not group:
+            raise ConfigError(f"group={group!r}: the consumer group must be a non-empty string")
+        self.prefix = prefix
+        self.group = group
+        self.name = name
+        self.tasks: dict[str, Task] = {}
+        self.child_start_hooks: list[Callable[[], Any]] = []
+        self._client: Client | None = None
+
+    def on_child_start(self, func: F) -> F:
+        """Register a function each prefork child runs once, after the fork and
+        before its first job (open per-process connections here). If it
+        raises, the worker stops with exit code 3 instead of respawning."""
+        if not callable(func):
+            raise ConfigError(f"on_child_start: {func!r} is not callable")
+        self.child_start_hooks.append(func)
+        return func
+
+    # -- registry ----------------------------------------------------------
+    @overload
+    def task(self, name: F) -> Task: ...
+
+    @overload
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        queue: str | None = None,
+        priority: str | None = None,
+        timeout: float | None = None,
+        attempts: int | None = None,
+        backoff: Backoff | None = None,
+    ) -> Callable[[F], Task]: ...
+
+    def task(
+        self,
+        name: Any = None,
+        *,
+        queue: str | None = None,
+        priority: str | None = None,
+        timeout: float | None = None,
+        attempts: int | None = None,
+        backoff: Backoff | None = None,
+    ) -> Any:
+        """Register a handler (``def`` or ``async def``) taking the payload.
+
+        Use as ``@app.task("order.process", timeout=30, attempts=3)`` or bare
+        ``@app.task`` (the name is then ``module.function``). ``queue`` or
+        ``priority`` is where ``app.enqueue`` sends it by default.
+        """
+        if callable(name):
+            return self.task()(name)
+        if queue is not None and priority is not None:
+            raise ConfigError("@app.task: give queue= or priority=, not both")
+        if priority is not None and priority not in PRIORITIES:
+            raise ConfigError(
+                f"@app.task: priority={priority!r} is not one of {', '.join(PRIORITIES)}; use queue= for a custom queue"
+            )
+        q = priority if priority is not None else queue
+        if q is not None:
+            try:
+                validate_queue(q)
+            except InvalidJobError as exc:
+                raise ConfigError(str(exc)) from None
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+            raise ConfigError(f"@app.task: timeout={timeout!r} must be seconds > 0")
+        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+            raise ConfigError(f"@app.task: attempts={attempts!r} must be an integer >= 1")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise ConfigError("@app.task: backoff= must be Backoff.fixed(...) or Backoff.exponential(...)")
+
+        def register(func: F) -> Task:
+            if not callable(func):
+                raise ConfigError(f"@app.task: {func!r} is not callable")
+            task_name = name if name is not None else f"{func.__module__}.{func.__qualname__}"
+            if not isinstance(task_name, str) or not task_name:
+                raise ConfigError(f"@app.task: name {task_name!r} must be a non-empty string")
+            if task_name in self.tasks and self.tasks[task_name].func is not func:
+                raise ConfigError(f"task {task_name!r} is registered twice")
+            t = Task(task_name, func, q, timeout, attempts, backoff, app=self)
+            self.tasks[task_name] = t
+            return t
+
+        return register
+
+    def _task_defaults(self, name: str) -> TaskDefaults | None:
+        t = self.tasks.get(name)
+        return t.defaults if t is not None else None
+
+    # -- producing -----------------------------------------------------------
+    @property
+    def client(self) -> Client:
+        """The app's own :class:`Client` (made on first use; re-made after a fork)."""
+        if self._client is None:
+            self._client = Client(self.redis_url, prefix=self.prefix, defaults=self._task_defaults)
+        return self._client
+
+    def async_client(self) -> AsyncClient:
+        """A new :class:`AsyncClient` with this app's settings and task defaults."""
+        return AsyncClient(self.redis_url, prefix=self.prefix, defaults=self._task_defaults)
+
+    def enqueue(self, task: str, payload: Any = None, **options: Any) -> str | None:
+        """Enqueue a job; task defaults from ``@app.task`` apply. See :meth:`Client.enqueue`."""
+        return self.client.enqueue(task, payload, **options)
+
+    def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
+        """Bulk enqueue; see :meth:`Client.enqueue_many`."""
+        return self.client.enqueue_many(jobs, **defaults)
+
+    def broadcast(self, task: str, payload: Any = None) -> str:
+        """Send a message to every live worker; see :meth:`Client.broadcast`."""
+        return self.client.broadcast(task, payload)
+
+    def _after_fork(self) -> None:
+        # The parent's connections must never be used by a child.
+        self._client = None
+

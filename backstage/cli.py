@@ -1,0 +1,157 @@
+"""``backstage`` (also ``python -m backstage``): the operator's command line.
+
+Commands: ``enqueue`` and ``inspect``. Every command takes
+``--redis-url/--prefix/--group`` (with BACKSTAGE_* environment fallbacks) and
+``--json``. Errors are one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import orjson
+import redis
+
+from . import redis_conn
+from .client import Client
+from .errors import BackstageError
+from .keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=None, help="Redis URL [BACKSTAGE_REDIS_URL, REDIS_URL]")
+    p.add_argument("--prefix", default=None, help=f"key prefix (default {DEFAULT_PREFIX}) [BACKSTAGE_PREFIX]")
+    p.add_argument("--group", default=None, help=f"consumer group (default {DEFAULT_GROUP}) [BACKSTAGE_GROUP]")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="backstage", description="Inspect and feed Backstage queues.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("enqueue", help="enqueue one job")
+    e.add_argument("task")
+    e.add_argument("payload", nargs="?", default="null", help="JSON payload (default null)")
+    e.add_argument("--priority", choices=PRIORITIES)
+    e.add_argument("--queue")
+    e.add_argument("--delay", type=float, help="seconds before the job is due")
+    e.add_argument("--dedupe-key")
+    e.add_argument("--dedupe-ttl", type=float)
+    e.add_argument("--attempts", type=int)
+    e.add_argument("--timeout", type=float, help="time limit in seconds")
+    _common(e)
+
+    i = sub.add_parser("inspect", help="per-queue lengths, pending entries, lag, dead letters")
+    i.add_argument("--queues", default=None, help="comma-separated queues (default: every queue found)")
+    _common(i)
+    return p
+
+
+def _settings(args: argparse.Namespace) -> tuple[str, str, str]:
+    url = redis_conn.resolve_url(args.redis_url or os.environ.get("BACKSTAGE_REDIS_URL") or None)
+    prefix = args.prefix or os.environ.get("BACKSTAGE_PREFIX") or DEFAULT_PREFIX
+    group = args.group or os.environ.get("BACKSTAGE_GROUP") or DEFAULT_GROUP
+    return url, prefix, group
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    url, prefix, _ = _settings(args)
+    try:
+        payload = orjson.loads(args.payload)
+    except orjson.JSONDecodeError as exc:
+        raise BackstageError(f"payload is not valid JSON: {exc}") from None
+    with Client(url, prefix=prefix) as client:
+        job_id = client.enqueue(args.task, payload, priority=args.priority, queue=args.queue, delay=args.delay,
+                                dedupe_key=args.dedupe_key, dedupe_ttl=args.dedupe_ttl, attempts=args.attempts,
+                                timeout=args.timeout)
+    if args.json:
+        print(orjson.dumps({"job_id": job_id, "deduplicated": job_id is None}).decode())
+    else:
+        print(job_id if job_id is not None else "deduplicated: a job with this dedupe key is already enqueued")
+    return 0
+
+
+def _discover_queues(r: "redis.Redis", keys: Keys) -> list[str]:
+    found = set(PRIORITIES)
+    head = keys.prefix + ":"
+    for raw in r.scan_iter(match=f"{head}*", _type="stream", count=1000):
+        name = raw.decode()[len(head):]
+        if ":" not in name and name != "broadcast":
+            found.add(name)
+    rest = sorted(found - set(PRIORITIES))
+    return [q for q in PRIORITIES if q in found] + rest
+
+
+def queue_stats(r: "redis.Redis", keys: Keys, group: str, queue: str) -> dict[str, Any]:
+    stream = keys.stream(queue)
+    row: dict[str, Any] = {"queue": queue, "length": r.xlen(stream), "pending": 0, "oldest_pending_s": None,
+                           "lag": None, "consumers": 0, "dead_letters": r.xlen(keys.dead_letter(queue))}
+    try:
+        groups = r.xinfo_groups(stream)
+    except redis.ResponseError:
+        groups = []
+    for g in groups:
+        if g["name"].decode() == group:
+            row["pending"] = int(g["pending"])
+            row["consumers"] = int(g["consumers"])
+            row["lag"] = g.get("lag")
+    if row["pending"]:
+        first = r.xpending_range(stream, group, min="-", max="+", count=1)
+        if first:
+            ms = int(first[0]["message_id"].split(b"-")[0])
+            row["oldest_pending_s"] = round(time.time() - ms / 1000, 1)
+    return row
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    url, prefix, group = _settings(args)
+    keys = Keys(prefix)
+    r = redis_conn.sync_client(url)
+    where = redis_conn.endpoint(r)
+    with redis_conn.translate_errors(where):
+        if args.queues:
+            queues = [validate_queue(q.strip()) for q in args.queues.split(",") if q.strip()]
+        else:
+            queues = _discover_queues(r, keys)
+        rows = [queue_stats(r, keys, group, q) for q in queues]
+        scheduled = r.zcard(keys.scheduled)
+    if args.json:
+        print(orjson.dumps({"prefix": prefix, "group": group, "scheduled": scheduled, "queues": rows}).decode())
+        return 0
+    cols = ("queue", "length", "pending", "oldest_pending_s", "lag", "consumers", "dead_letters")
+    heads = ("QUEUE", "LENGTH", "PENDING", "OLDEST PENDING", "LAG", "CONSUMERS", "DEAD")
+    cells = [[("-" if row[c] is None else (f"{row[c]}s" if c == "oldest_pending_s" else str(row[c]))) for c in cols]
+             for row in rows]
+    widths = [max(len(h), *(len(r_[i]) for r_ in cells)) for i, h in enumerate(heads)]
+    print("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
+    for r_ in cells:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r_, widths))))
+    print(f"\nscheduled: {scheduled}    prefix: {prefix}    group: {group}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "enqueue":
+            return cmd_enqueue(args)
+        return cmd_inspect(args)
+    except BackstageError as exc:
+        print(f"backstage: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except redis.RedisError as exc:
+        print(f"backstage: {redis_conn.translate(exc, '?')}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

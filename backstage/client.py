@@ -1,0 +1,530 @@
+"""Producers: :class:`Client` (sync) and :class:`AsyncClient` (asyncio).
+
+Owns the writes that create jobs: ready-stream XADDs, ``P:scheduled`` ZADDs
+for delayed jobs, dedupe markers, and broadcast XADDs. Every enqueue goes
+through ``lua/enqueue.lua`` so that the dedupe check, the write and the
+dedupe marker are one atomic step. Runs in any producer process, and in
+prefork children when a handler enqueues more work.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import itertools
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import redis
+
+from . import redis_conn, resp, scripts
+from .errors import BrokerError, ConfigError, InvalidJobError
+from .keys import DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
+from .wire import Backoff, encode_entry, encode_payload, encode_scheduled, now_ms
+
+__all__ = ["Client", "AsyncClient", "Job", "TaskDefaults", "Priority"]
+
+DEFAULT_DEDUPE_TTL = 3600.0
+BROADCAST_MAXLEN = 10_000
+
+
+class Priority:
+    """Names of the three built-in priority queues (plain strings)."""
+
+    URGENT = "urgent"
+    DEFAULT = "default"
+    LOW = "low"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDefaults:
+    """Per-task enqueue defaults, as declared with ``@app.task(...)``."""
+
+    queue: str | None = None
+    attempts: int | None = None
+    backoff: Backoff | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job for :meth:`Client.enqueue_many`; the fields mirror ``enqueue``'s arguments."""
+
+    task: str
+    payload: Any = None
+    priority: str | None = None
+    queue: str | None = None
+    delay: float | None = None
+    at: "_dt.datetime | float | None" = None
+    dedupe_key: str | None = None
+    dedupe_ttl: float | None = None
+    attempts: int | None = None
+    backoff: Backoff | float | None = None
+    timeout: float | None = None
+
+
+class _IdMaker:
+    """Unique job ids: 64 random bits per process + a counter (fork-safe)."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter: Iterable[int] = iter(())
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._prefix = os.urandom(8).hex()
+            self._counter = itertools.count(1)
+        return f"{self._prefix}{next(self._counter):x}"  # type: ignore[call-overload]
+
+
+new_job_id = _IdMaker()
+
+
+def _seconds_to_ms(name: str, value: object, *, positive: bool) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidJobError(f"{name}={value!r}: expected a finite number of seconds")
+    if value < 0 or (positive and value == 0):
+        raise InvalidJobError(f"{name}={value!r}: must be {'> 0' if positive else '>= 0'} seconds")
+    return max(1, math.ceil(value * 1000)) if positive else round(value * 1000)
+
+
+class _Opts:
+    """Checked options of one (task, options) combination, reused across a batch."""
+
+    __slots__ = ("task", "task_b", "queue", "stream", "delay_ms", "at_ms", "dedupe", "ttl_ms",
+                 "attempts", "backoff", "timeout_ms", "extra", "_head", "_head_now")
+
+    def __init__(self) -> None:
+        self._head_now = b""
+        self._head = b""
+
+    def xadd_head(self, now_b: bytes) -> bytes:
+        """RESP of ``XADD stream * taskName T enqueuedAt E [options] payload`` (cached per ``now``)."""
+        if self._head_now != now_b:
+            args = [b"XADD", self.stream.encode(), b"*", b"taskName", self.task_b, b"enqueuedAt", now_b, *self.extra, b"payload"]
+            self._head = b"*%d\r\n" % (len(args) + 3) + b"".join(resp.bulk(a) for a in args)
+            self._head_now = now_b
+        return self._head
+
+
+class _Prepared:
+    """One packed command and how to read its reply."""
+
+    __slots__ = ("task", "job_id", "kind", "command")
+
+    def __init__(self, task: str, job_id: str, kind: str, command: bytes) -> None:
+        self.task = task
+        self.job_id = job_id
+        self.kind = kind  # 'x' XADD, 'z' ZADD, 'e' EVALSHA enqueue.lua
+        self.command = command
+
+
+class _Producer:
+    """Argument checking and command packing shared by both clients."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        dedupe_ttl: float,
+        defaults: Callable[[str], TaskDefaults | None] | None,
+    ) -> None:
+        self.keys = Keys(prefix)
+        try:
+            _seconds_to_ms("dedupe_ttl", dedupe_ttl, positive=True)
+        except InvalidJobError as exc:
+            raise ConfigError(str(exc)) from None
+        self.dedupe_ttl = float(dedupe_ttl)
+        self._defaults = defaults or (lambda _task: None)
+        self._version_checked = False
+        self._enqueue_lua = scripts.source("enqueue")
+        self._enqueue_sha = hashlib.sha1(self._enqueue_lua.encode()).hexdigest().encode()
+        self._scheduled_b = self.keys.scheduled.encode()
+
+    # -- argument checking -------------------------------------------------
+    def _resolve(
+        self,
+        task: str,
+        priority: str | None,
+        queue: str | None,
+        delay: float | None,
+        at: "_dt.datetime | float | None",
+        dedupe_key: str | None,
+        dedupe_ttl: float | None,
+        attempts: int | None,
+        backoff: Backoff | float | None,
+        timeout: float | None,
+    ) -> _Opts:
+        if not isinstance(task, str) or not task:
+            raise InvalidJobError(f"task name {task!r}: expected a non-empty string")
+        d = self._defaults(task)
+        if priority is not None:
+            if queue is not None and queue != priority:
+                raise InvalidJobError(f"task {task!r}: give priority= or queue=, not both")
+            if priority not in PRIORITIES:
+                raise InvalidJobError(
+                    f"task {task!r}: priority={priority!r} is not one of {', '.join(PRIORITIES)}; "
+                    "use queue= for a custom queue"
+                )
+            queue = priority
+        elif queue is not None:
+            validate_queue(queue)
+        else:
+            queue = (d.queue if d and d.queue else None) or "default"
+        o = _Opts()
+        o.task = task
+        o.task_b = task.encode()
+        o.queue = queue
+        o.stream = self.keys.stream(queue)
+
+        if attempts is None and d is not None:
+            attempts = d.attempts
+        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+            raise InvalidJobError(f"task {task!r}: attempts={attempts!r} must be an integer >= 1")
+        if backoff is None and d is not None:
+            backoff = d.backoff
+        if backoff is not None and not isinstance(backoff, Backoff):
+            if isinstance(backoff, bool) or not isinstance(backoff, (int, float)):
+                raise InvalidJobError(
+                    f"task {task!r}: backoff={backoff!r}: use Backoff.fixed(s), Backoff.exponential(s, max=…) "
+                    "or a number of seconds"
+                )
+            _seconds_to_ms("backoff", backoff, positive=False)
+            backoff = Backoff.fixed(float(backoff))
+        if timeout is None and d is not None:
+            timeout = d.timeout
+        o.attempts = attempts
+        o.backoff = backoff
+        o.timeout_ms = _seconds_to_ms("timeout", timeout, positive=True) if timeout is not None else None
+        extra: list[bytes] = []
+        if attempts is not None:
+            extra += (b"attempts", b"%d" % attempts)
+        if backoff is not None:
+            extra += (b"backoff", backoff.to_wire().encode())
+        if o.timeout_ms is not None:
+            extra += (b"timeout", b"%d" % o.timeout_ms)
+        o.extra = extra
+
+        o.delay_ms = 0
+        o.at_ms = None
+        if delay is not None and at is not None:
+            raise InvalidJobError(f"task {task!r}: give delay= or at=, not both")
+        if delay is not None:
+            o.delay_ms = _seconds_to_ms("delay", delay, positive=False)
+        elif at is not None:
+            if isinstance(at, _dt.datetime):
+                if at.tzinfo is None:
+                    raise InvalidJobError(f"task {task!r}: at={at!r} is a naive datetime; give it a tzinfo")
+                o.at_ms = round(at.timestamp() * 1000)
+            else:
+                o.at_ms = _seconds_to_ms("at", at, positive=False)
+
+        o.dedupe = None
+        o.ttl_ms = 0
+        if dedupe_key is not None:
+            if not isinstance(dedupe_key, str) or not dedupe_key:
+                raise InvalidJobError(f"task {task!r}: dedupe_key={dedupe_key!r} must be a non-empty string")
+            o.dedupe = self.keys.dedupe(dedupe_key).encode()
+            o.ttl_ms = _seconds_to_ms("dedupe_ttl", self.dedupe_ttl if dedupe_ttl is None else dedupe_ttl, positive=True)
+        elif dedupe_ttl is not None:
+            raise InvalidJobError(f"task {task!r}: dedupe_ttl= needs a dedupe_key=")
+        return o
+
+    def _pack(self, o: _Opts, payload: Any, now: int, now_b: bytes) -> _Prepared:
+        payload_json = encode_payload(o.task, payload)
+        job_id = new_job_id()
+        jid = job_id.encode()
+        due = o.at_ms if o.at_ms is not None else now + o.delay_ms
+        if due <= now:
+            if o.dedupe is None:
+                cmd = b"%b$%d\r\n%b\r\n$5\r\njobId\r\n$%d\r\n%b\r\n" % (
+                    o.xadd_head(now_b), len(payload_json), payload_json, len(jid), jid)
+                return _Prepared(o.task, job_id, "x", cmd)
+            fields = [b"taskName", o.task_b, b"payload", payload_json, b"enqueuedAt", now_b, *o.extra, b"jobId", jid]
+            return _Prepared(o.task, job_id, "e", resp.pack_command(
+                (b"EVALSHA", self._enqueue_sha, 2, o.stream, o.dedupe, b"x", 1, 2, o.ttl_ms, len(fields), *fields)))
+        member = encode_scheduled(o.stream, o.queue, encode_entry(
+            o.task, payload_json, enqueued_at=now, job_id=job_id, attempts=o.attempts,
+            backoff=o.backoff, timeout_ms=o.timeout_ms))
+        if o.dedupe is None:
+            return _Prepared(o.task, job_id, "z", resp.pack_command((b"ZADD", self._scheduled_b, due, member)))
+        return _Prepared(o.task, job_id, "e", resp.pack_command(
+            (b"EVALSHA", self._enqueue_sha, 2, self._scheduled_b, o.dedupe, b"z", 1, 2, o.ttl_ms, due, member)))
+
+    def _prepare_one(self, task: str, payload: Any, **options: Any) -> _Prepared:
+        now = now_ms()
+        return self._pack(self._resolve(task, **options), payload, now, b"%d" % now)
+
+    def _many(self, jobs: Iterable[Job | tuple[str, Any]], opts: dict[str, Any]) -> list[_Prepared]:
+        """Check and pack every job before anything is sent."""
+        now = now_ms()
+        now_b = b"%d" % now
+        by_task: dict[str, _Opts] = {}
+        out: list[_Prepared] = []
+        for job in jobs:
+            if isinstance(job, Job):
+                o = self._resolve(job.task, job.priority, job.queue, job.delay, job.at, job.dedupe_key,
+                                  job.dedupe_ttl, job.attempts, job.backoff, job.timeout)
+                out.append(self._pack(o, job.payload, now, now_b))
+            elif isinstance(job, tuple) and len(job) == 2:
+                o2 = by_task.get(job[0]) if isinstance(job[0], str) else None
+                if o2 is None:
+                    o2 = self._resolve(job[0], dedupe_key=None, dedupe_ttl=None, **opts)
+                    by_task[job[0]] = o2
+                out.append(self._pack(o2, job[1], now, now_b))
+            else:
+                raise InvalidJobError(f"enqueue_many: expected Job(...) or (task, payload) items, got {job!r:.80}")
+        return out
+
+    def _broadcast_fields(self, task: str, payload: Any) -> dict[str, Any]:
+        if not isinstance(task, str) or not task:
+            raise InvalidJobError(f"broadcast task name {task!r}: expected a non-empty string")
+        return {"taskName": task, "payload": encode_payload(task, payload), "enqueuedAt": str(now_ms())}
+
+    def _noscript(self, batch: Sequence[_Prepared], replies: Sequence[Any]) -> list[int]:
+        """Indexes of EVALSHA commands that met an empty script cache."""
+        # redis-py strips the "NOSCRIPT " code from the message of the NoScriptError it raises
+        return [i for i, (p, r) in enumerate(zip(batch, replies))
+                if p.kind == "e" and (isinstance(r, redis.exceptions.NoScriptError)
+                                      or (isinstance(r, redis.ResponseError) and str(r).startswith("NOSCRIPT")))]
+
+    def _results(self, batch: Sequence[_Prepared], replies: Sequence[Any]) -> list[str | None]:
+        out: list[str | None] = []
+        failed: list[tuple[int, Exception]] = []
+        for i, (p, r) in enumerate(zip(batch, replies)):
+            if isinstance(r, Exception):
+                failed.append((i, r))
+                out.append(None)
+            elif p.kind == "e":
+                out.append(p.job_id if r and int(r[0]) == 1 else None)
+            else:
+                out.append(p.job_id)
+        if failed:
+            i, first = failed[0]
+            raise BrokerError(
+                f"Redis at {self.where} refused {len(failed)} of {len(batch)} job(s); the first, "
+                f"#{i} (task {batch[i].task!r}), failed with: {first}. The others were enqueued."
+                if len(batch) > 1 else f"Redis at {self.where} refused the job: {first}"
+            )
+        return out
+
+    where = ""  # set by the concrete client
+
+
+class Client(_Producer):
+    """Synchronous producer.
+
+    Args:
+        redis_url: ``redis://``, ``rediss://`` or ``unix://`` URL; defaults to
+            $BACKSTAGE_REDIS_URL, then $REDIS_URL, then ``redis://localhost:6379/0``.
+        redis: an existing ``redis.Redis`` to use instead (must not decode responses).
+        prefix: key prefix shared with the workers (WIRE.md ``P``).
+        dedupe_ttl: seconds a dedupe marker lives when ``enqueue`` gets no ``dedupe_ttl``.
+        defaults: per-task defaults lookup (the app passes its task registry).
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        redis: "redis.Redis | None" = None,
+        prefix: str = DEFAULT_PREFIX,
+        dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
+        defaults: Callable[[str], TaskDefaults | None] | None = None,
+    ) -> None:
+        super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults)
+        self.redis = redis if redis is not None else redis_conn.sync_client(redis_conn.resolve_url(redis_url))
+        self.where = redis_conn.endpoint(self.redis)
+
+    def _ready(self) -> None:
+        if not self._version_checked:
+            with redis_conn.translate_errors(self.where):
+                redis_conn.check_version(self.redis.info("server"), self.where)
+                self.redis.script_load(self._enqueue_lua)
+            self._version_checked = True
+
+    def _execute(self, batch: Sequence[_Prepared]) -> list[str | None]:
+        self._ready()
+        with redis_conn.translate_errors(self.where):
+            replies = resp.run_packed(self.redis, [p.command for p in batch])
+            retry = self._noscript(batch, replies)
+            if retry:  # Redis restarted or SCRIPT FLUSH since _ready(): load and resend those
+                self.redis.script_load(self._enqueue_lua)
+                for i, r in zip(retry, resp.run_packed(self.redis, [batch[i].command for i in retry])):
+                    replies[i] = r
+        return self._results(batch, replies)
+
+    def ping(self) -> None:
+        """Check that Redis answers and is recent enough; raise BrokerError if not."""
+        self._version_checked = False
+        self._ready()
+
+    def enqueue(
+        self,
+        task: str,
+        payload: Any = None,
+        *,
+        priority: str | None = None,
+        queue: str | None = None,
+        delay: float | None = None,
+        at: "_dt.datetime | float | None" = None,
+        dedupe_key: str | None = None,
+        dedupe_ttl: float | None = None,
+        attempts: int | None = None,
+        backoff: Backoff | float | None = None,
+        timeout: float | None = None,
+    ) -> str | None:
+        """Enqueue one job.
+
+        Args:
+            task: the handler name, e.g. ``"order.process"``.
+            payload: anything orjson serializes; the handler's argument.
+            priority: ``"urgent"``, ``"default"`` or ``"low"``.
+            queue: a custom queue instead of a priority.
+            delay: seconds from now before the job is due (through ``P:scheduled``).
+            at: when the job is due: an aware datetime or epoch seconds.
+            dedupe_key: skip the job if another with this key was enqueued within ``dedupe_ttl``.
+            attempts: executions allowed before the job is dead-lettered.
+            backoff: delay between attempts: a ``Backoff`` or fixed seconds.
+            timeout: execution time limit in seconds.
+
+        Returns:
+            The job id, or ``None`` when deduplicated.
+
+        Raises:
+            InvalidJobError / PayloadError on bad arguments, BrokerError when
+            Redis fails or is too old, RedisUnavailable when it cannot be reached.
+        """
+        p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
+                              dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
+                              backoff=backoff, timeout=timeout)
+        return self._execute((p,))[0]
+
+    def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
+        """Enqueue many jobs, pipelined; returns ids (``None`` where deduplicated).
+
+        ``jobs`` holds ``Job(...)`` items or ``(task, payload)`` tuples; keyword
+        arguments (``priority``, ``queue``, ``delay``, ``at``, ``attempts``,
+        ``backoff``, ``timeout``) apply to the tuples. Every job is checked and
+        serialized before anything is written; each job is atomic on its own.
+        """
+        prepared = self._many(jobs, _many_opts(defaults))
+        return self._execute(prepared) if prepared else []
+
+    def broadcast(self, task: str, payload: Any = None) -> str:
+        """Send a message to every live worker (``P:broadcast``); returns its stream id."""
+        fields = self._broadcast_fields(task, payload)
+        self._ready()
+        with redis_conn.translate_errors(self.where):
+            sid = self.redis.xadd(self.keys.broadcast, fields, maxlen=BROADCAST_MAXLEN, approximate=True)
+        return sid.decode() if isinstance(sid, bytes) else str(sid)
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Producer):
+    """asyncio producer with the same methods as :class:`Client`, as coroutines."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        redis: "redis.asyncio.Redis | None" = None,
+        prefix: str = DEFAULT_PREFIX,
+        dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
+        defaults: Callable[[str], TaskDefaults | None] | None = None,
+    ) -> None:
+        super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults)
+        self.redis = redis if redis is not None else redis_conn.async_client(redis_conn.resolve_url(redis_url))
+        self.where = redis_conn.endpoint(self.redis)
+
+    async def _ready(self) -> None:
+        if not self._version_checked:
+            with redis_conn.translate_errors(self.where):
+                redis_conn.check_version(await self.redis.info("server"), self.where)
+                await self.redis.script_load(self._enqueue_lua)
+            self._version_checked = True
+
+    async def _execute(self, batch: Sequence[_Prepared]) -> list[str | None]:
+        await self._ready()
+        with redis_conn.translate_errors(self.where):
+            replies = await resp.run_packed_async(self.redis, [p.command for p in batch])
+            retry = self._noscript(batch, replies)
+            if retry:
+                await self.redis.script_load(self._enqueue_lua)
+                again = await resp.run_packed_async(self.redis, [batch[i].command for i in retry])
+                for i, r in zip(retry, again):
+                    replies[i] = r
+        return self._results(batch, replies)
+
+    async def ping(self) -> None:
+        """Check that Redis answers and is recent enough; raise BrokerError if not."""
+        self._version_checked = False
+        await self._ready()
+
+    async def enqueue(
+        self,
+        task: str,
+        payload: Any = None,
+        *,
+        priority: str | None = None,
+        queue: str | None = None,
+        delay: float | None = None,
+        at: "_dt.datetime | float | None" = None,
+        dedupe_key: str | None = None,
+        dedupe_ttl: float | None = None,
+        attempts: int | None = None,
+        backoff: Backoff | float | None = None,
+        timeout: float | None = None,
+    ) -> str | None:
+        """Enqueue one job; see :meth:`Client.enqueue`."""
+        p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
+                              dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
+                              backoff=backoff, timeout=timeout)
+        return (await self._execute((p,)))[0]
+
+    async def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
+        """Enqueue many jobs, pipelined; see :meth:`Client.enqueue_many`."""
+        prepared = self._many(jobs, _many_opts(defaults))
+        return (await self._execute(prepared)) if prepared else []
+
+    async def broadcast(self, task: str, payload: Any = None) -> str:
+        """Send a message to every live worker; see :meth:`Client.broadcast`."""
+        fields = self._broadcast_fields(task, payload)
+        await self._ready()
+        with redis_conn.translate_errors(self.where):
+            sid = await self.redis.xadd(self.keys.broadcast, fields, maxlen=BROADCAST_MAXLEN, approximate=True)
+        return sid.decode() if isinstance(sid, bytes) else str(sid)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+_MANY_OPTS = ("priority", "queue", "delay", "at", "attempts", "backoff", "timeout")
+
+
+def _many_opts(given: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(given) - set(_MANY_OPTS)
+    if unknown:
+        raise InvalidJobError(
+            f"enqueue_many: unknown option(s) {', '.join(sorted(unknown))}; "
+            f"shared options are {', '.join(_MANY_OPTS)} (put dedupe keys on Job(...) items)"
+        )
+    return {k: given.get(k) for k in _MANY_OPTS}

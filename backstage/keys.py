@@ -1,0 +1,93 @@
+"""Key names: the one place where Redis key strings are built (WIRE.md › Keys).
+
+Used by producers, the master and the CLI. Nothing else in the package
+formats a key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import ConfigError, InvalidJobError
+
+__all__ = ["Keys", "PRIORITIES", "RESERVED", "validate_queue", "DEFAULT_PREFIX", "DEFAULT_GROUP"]
+
+DEFAULT_PREFIX = "backstage"
+DEFAULT_GROUP = "backstage-workers"
+
+#: The three built-in priority queues, most urgent first.
+PRIORITIES: tuple[str, ...] = ("urgent", "default", "low")
+
+#: Words that cannot name a queue: they are other key families under the prefix.
+RESERVED: frozenset[str] = frozenset({"scheduled", "dedupe", "broadcast", "workers", "cron", "result"})
+
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
+
+
+def validate_queue(name: object) -> str:
+    """Return ``name`` if it is a valid queue name, else raise InvalidJobError."""
+    if not isinstance(name, str) or not _QUEUE_RE.match(name):
+        raise InvalidJobError(
+            f"invalid queue name {name!r}: use letters, digits, '_', '.' or '-' (no ':' or spaces)"
+        )
+    if name in RESERVED:
+        raise InvalidJobError(
+            f"invalid queue name {name!r}: it is reserved ({', '.join(sorted(RESERVED))})"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Builds every key of one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+    _streams: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str) or not self.prefix or any(c.isspace() for c in self.prefix):
+            raise ConfigError(f"prefix={self.prefix!r}: the key prefix must be a non-empty string without spaces")
+
+    def stream(self, queue: str) -> str:
+        """Ready stream of a queue (``P:<queue>``); the queue must be validated."""
+        key = self._streams.get(queue)
+        if key is None:
+            key = self._streams[queue] = f"{self.prefix}:{queue}"
+        return key
+
+    def queue_of(self, stream_key: str) -> str:
+        """Inverse of :meth:`stream`: ``P:reports`` → ``reports``."""
+        head = self.prefix + ":"
+        if not stream_key.startswith(head):
+            raise ValueError(f"{stream_key!r} is not a key of prefix {self.prefix!r}")
+        return stream_key[len(head):]
+
+    @property
+    def scheduled(self) -> str:
+        return f"{self.prefix}:scheduled"
+
+    def dead_letter(self, queue: str) -> str:
+        return f"{self.prefix}:{queue}:dead-letter"
+
+    def dedupe(self, key: str) -> str:
+        return f"{self.prefix}:dedupe:{key}"
+
+    @property
+    def broadcast(self) -> str:
+        return f"{self.prefix}:broadcast"
+
+    def broadcast_group(self, consumer: str) -> str:
+        return f"broadcast-{consumer}"
+
+    def worker(self, consumer: str) -> str:
+        """Presence key of one worker (ours)."""
+        return f"{self.prefix}:workers:{consumer}"
+
+    def cron_marker(self, name: str, tick_ms: int) -> str:
+        """Fire marker of one cron tick (ours)."""
+        return f"{self.prefix}:cron:{name}:{tick_ms}"
+
+    def result(self, job_id: str) -> str:
+        """Result of one job (ours)."""
+        return f"{self.prefix}:result:{job_id}"

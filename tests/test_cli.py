@@ -1,0 +1,54 @@
+"""The `backstage` operator CLI as a subprocess against a real redis-server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from .redis_server import free_port
+
+BIN = Path(sys.executable).with_name("backstage")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=30)
+
+
+def test_enqueue_then_inspect(redis_url, prefix, r, keys):
+    out = run("enqueue", "report.build", '{"kind": "daily"}', "--queue", "reports", "--redis-url", redis_url,
+              "--prefix", prefix, "--json")
+    assert out.returncode == 0, out.stderr
+    job_id = orjson.loads(out.stdout)["job_id"]
+    (_, fields), = r.xrange(keys.stream("reports"))
+    assert fields[b"jobId"].decode() == job_id and fields[b"payload"] == b'{"kind":"daily"}'
+
+    table = run("inspect", "--redis-url", redis_url, "--prefix", prefix)
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["QUEUE", "LENGTH", "PENDING"]
+    assert any(line.split()[:2] == ["reports", "1"] for line in lines)
+
+    data = orjson.loads(run("inspect", "--redis-url", redis_url, "--prefix", prefix, "--json").stdout)
+    assert {q["queue"]: q["length"] for q in data["queues"]} == {"urgent": 0, "default": 0, "low": 0, "reports": 1}
+
+
+def test_python_dash_m_is_the_same(redis_url, prefix):
+    out = subprocess.run([sys.executable, "-m", "backstage", "inspect", "--redis-url", redis_url,
+                          "--prefix", prefix, "--json"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and orjson.loads(out.stdout)["prefix"] == prefix
+
+
+def test_errors_are_one_line_and_nonzero(redis_url, prefix):
+    bad_json = run("enqueue", "t", "{nope", "--redis-url", redis_url, "--prefix", prefix)
+    assert bad_json.returncode == 1
+    assert bad_json.stderr.startswith("backstage: payload is not valid JSON") and "Traceback" not in bad_json.stderr
+    bad_queue = run("enqueue", "t", "--queue", "a:b", "--redis-url", redis_url, "--prefix", prefix)
+    assert bad_queue.returncode == 1 and "invalid queue name 'a:b'" in bad_queue.stderr
+    port = free_port()
+    down = run("inspect", "--redis-url", f"redis://:pw123@127.0.0.1:{port}/0")
+    assert down.returncode == 1
+    assert f"127.0.0.1:{port}" in down.stderr and "pw123" not in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
