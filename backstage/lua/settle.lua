@@ -1,0 +1,81 @@
+-- settle.lua: commit many job outcomes at once, each atomically with its ack.
+--
+-- KEYS: every key touched: KEYS[1] is P:scheduled; then ready streams and
+--       dead-letter streams, referenced from ARGV by 1-based index.
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] '1' to XDEL acked entries,
+-- then a sequence of operations:
+--   'a', <stream idx>, <n>, id1 .. idn              ack (plain success)
+--   'x', <stream idx>, <id>, <target idx>, <n>, f1 .. fn
+--                                                   ack, then XADD the next job
+--   'z', <stream idx>, <id>, <score>, <member>      ack, then ZADD P:scheduled (retry, delayed next)
+--   'd', <stream idx>, <id>, <dlq idx>, <maxlen>, <n>, f1 .. fn
+--                                                   ack, then XADD to a dead-letter stream
+--   'r', <stream idx>, <id>, <n>, f1 .. fn          ack, then XADD the same job back (handed back)
+-- Returns: the number of side-effect operations skipped because the entry
+-- was no longer pending for this consumer (another worker reclaimed it: that
+-- worker now owns the job's outcome, so writing ours would duplicate work).
+local group, consumer, delete = ARGV[1], ARGV[2], ARGV[3] == '1'
+local skipped = 0
+
+local function owned(stream, id)
+  local p = redis.call('XPENDING', stream, group, id, id, 1)
+  return p[1] ~= nil and p[1][2] == consumer
+end
+
+local function ack(stream, id)
+  redis.call('XACK', stream, group, id)
+  if delete then redis.call('XDEL', stream, id) end
+end
+
+local i = 4
+local n = #ARGV
+while i <= n do
+  local op = ARGV[i]
+  local stream = KEYS[tonumber(ARGV[i + 1])]
+  if op == 'a' then
+    local count = tonumber(ARGV[i + 2])
+    local first, last = i + 3, i + 2 + count
+    -- unpack in slices: Lua's C stack holds ~8000 values
+    for s = first, last, 1000 do
+      local e = math.min(s + 999, last)
+      redis.call('XACK', stream, group, unpack(ARGV, s, e))
+      if delete then redis.call('XDEL', stream, unpack(ARGV, s, e)) end
+    end
+    i = last + 1
+  else
+    local id = ARGV[i + 2]
+    local mine = owned(stream, id)
+    if not mine then skipped = skipped + 1 end
+    if op == 'x' then
+      local nf = tonumber(ARGV[i + 4])
+      if mine then
+        ack(stream, id)
+        redis.call('XADD', KEYS[tonumber(ARGV[i + 3])], '*', unpack(ARGV, i + 5, i + 4 + nf))
+      end
+      i = i + 5 + nf
+    elseif op == 'z' then
+      if mine then
+        ack(stream, id)
+        redis.call('ZADD', KEYS[1], ARGV[i + 3], ARGV[i + 4])
+      end
+      i = i + 5
+    elseif op == 'd' then
+      local nf = tonumber(ARGV[i + 5])
+      if mine then
+        ack(stream, id)
+        redis.call('XADD', KEYS[tonumber(ARGV[i + 3])], 'MAXLEN', '~', ARGV[i + 4], '*', unpack(ARGV, i + 6, i + 5 + nf))
+      end
+      i = i + 6 + nf
+    elseif op == 'r' then
+      local nf = tonumber(ARGV[i + 3])
+      if mine then
+        ack(stream, id)
+        redis.call('XADD', stream, '*', unpack(ARGV, i + 4, i + 3 + nf))
+      end
+      i = i + 4 + nf
+    else
+      return redis.error_reply('settle.lua: unknown operation ' .. tostring(op))
+    end
+  end
+end
+return skipped

@@ -1,0 +1,170 @@
+"""The master's Redis traffic: fetch, wait, settle, promote.
+
+Owns the consumer-group reads of the ready streams, the outcome commits
+(``settle.lua``), and delayed-job promotion (``promote.lua``). Runs in the
+master only, on its one thread. Two connections: one for commands, one that
+sits in ``XREAD BLOCK`` so the master's selector can wake when a job arrives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import redis
+
+from .. import redis_conn, scripts
+from ..keys import Keys
+
+__all__ = ["MasterBroker", "SettleBatch"]
+
+
+class SettleBatch:
+    """Outcomes waiting to be committed, as ``settle.lua`` operations.
+
+    ``si`` is a stream's position in the master's subscribed streams.
+    """
+
+    __slots__ = ("keys", "_index", "_acks", "_ops", "count", "_nstreams")
+
+    def __init__(self, scheduled: str, streams: Sequence[str]) -> None:
+        self.keys: list[str] = [scheduled, *streams]
+        self._index = {k: i + 1 for i, k in enumerate(self.keys)}
+        self._nstreams = len(streams)
+        self._acks: list[list[bytes]] = [[] for _ in streams]
+        self._ops: list[Any] = []
+        self.count = 0
+
+    def _key(self, key: str) -> int:
+        i = self._index.get(key)
+        if i is None:
+            self.keys.append(key)
+            i = self._index[key] = len(self.keys)
+        return i
+
+    def ack(self, si: int, entry_id: bytes) -> None:
+        self._acks[si].append(entry_id)
+        self.count += 1
+
+    def add_next(self, si: int, entry_id: bytes, target: str, fields: Sequence[Any]) -> None:
+        self._ops += (b"x", si + 2, entry_id, self._key(target), len(fields), *fields)
+        self.count += 1
+
+    def schedule(self, si: int, entry_id: bytes, due_ms: int, member: bytes) -> None:
+        self._ops += (b"z", si + 2, entry_id, due_ms, member)
+        self.count += 1
+
+    def dead(self, si: int, entry_id: bytes, dlq: str, maxlen: int, fields: Sequence[Any]) -> None:
+        self._ops += (b"d", si + 2, entry_id, self._key(dlq), maxlen, len(fields), *fields)
+        self.count += 1
+
+    def hand_back(self, si: int, entry_id: bytes, fields: Sequence[Any]) -> None:
+        self._ops += (b"r", si + 2, entry_id, len(fields), *fields)
+        self.count += 1
+
+    def argv(self) -> list[Any]:
+        out: list[Any] = []
+        for si, ids in enumerate(self._acks):
+            if ids:
+                out += (b"a", si + 2, len(ids), *ids)
+        out += self._ops
+        return out
+
+    def clear(self) -> None:
+        self.keys = self.keys[: self._nstreams + 1]
+        self._index = {k: i + 1 for i, k in enumerate(self.keys)}
+        for ids in self._acks:
+            ids.clear()
+        self._ops = []
+        self.count = 0
+
+
+class MasterBroker:
+    """Redis commands of one master. Methods raise redis-py errors; the
+    master decides how to survive them."""
+
+    def __init__(self, url: str, keys: Keys, group: str, consumer: str, queues: Sequence[str],
+                 *, delete_on_ack: bool, socket_timeout: float = 10.0) -> None:
+        self.keys = keys
+        self.group = group
+        self.consumer = consumer
+        self.streams = [keys.stream(q) for q in queues]
+        self.redis = redis_conn.sync_client(url, socket_timeout=socket_timeout)
+        self.where = redis_conn.endpoint(self.redis)
+        self.delete_flag = b"1" if delete_on_ack else b"0"
+        self._fetch = self.redis.register_script(scripts.source("fetch"))
+        self._settle = self.redis.register_script(scripts.source("settle"))
+        self._promote = self.redis.register_script(scripts.source("promote"))
+        self._wait_conn: Any = None
+        self.waiting = False
+
+    def check(self) -> None:
+        """Raise unless Redis answers and is 6.2+ (translated errors)."""
+        with redis_conn.translate_errors(self.where):
+            redis_conn.check_version(self.redis.info("server"), self.where)
+
+    def new_batch(self) -> SettleBatch:
+        return SettleBatch(self.keys.scheduled, self.streams)
+
+    # -- fetching ----------------------------------------------------------
+    def fetch(self, count: int) -> tuple[list[Any], list[bytes]]:
+        """Up to ``count`` new entries, most urgent stream first.
+
+        Returns (flat [si, id, fields, ...], tails); tails are the streams'
+        last ids when fewer than ``count`` were available, else empty.
+        """
+        entries, tails = self._fetch(keys=self.streams, args=[self.group, self.consumer, count])
+        return entries, tails
+
+    def start_wait(self, tails: Sequence[bytes], block_ms: int) -> int:
+        """Send ``XREAD BLOCK`` from the given tails; return the socket fd to watch."""
+        if self._wait_conn is None:
+            self._wait_conn = self.redis.connection_pool.get_connection()
+        conn = self._wait_conn
+        conn.send_command("XREAD", "BLOCK", block_ms, "COUNT", 1, "STREAMS", *self.streams, *tails)
+        self.waiting = True
+        return int(conn._sock.fileno())  # redis-py keeps the socket here; no public accessor
+
+    def finish_wait(self) -> None:
+        """Read the reply of the outstanding XREAD (the socket is readable)."""
+        self.waiting = False
+        try:
+            self._wait_conn.read_response()
+        except redis.ResponseError:
+            pass  # e.g. a stream deleted meanwhile: the next fetch recreates it
+
+    def drop_wait(self) -> None:
+        """Abandon the wait connection (shutdown, or after an error)."""
+        self.waiting = False
+        if self._wait_conn is not None:
+            self._wait_conn.disconnect()
+            self.redis.connection_pool.release(self._wait_conn)
+            self._wait_conn = None
+
+    # -- outcomes ------------------------------------------------------------
+    def settle(self, batch: SettleBatch) -> int:
+        """Commit a batch; returns how many side effects were skipped (not owned)."""
+        args = [self.group, self.consumer, self.delete_flag, *batch.argv()]
+        return int(self._settle(keys=batch.keys, args=args))
+
+    def promote(self, now_ms: int, limit: int, dlq_maxlen: int) -> tuple[int, int, int]:
+        """Move due scheduled members to their streams: (moved, parked, next due ms or -1)."""
+        moved, parked, nxt = self._promote(
+            keys=[self.keys.scheduled, self.keys.dead_letter("default")],
+            args=[now_ms, limit, self.keys.prefix, dlq_maxlen],
+        )
+        return int(moved), int(parked), int(nxt)
+
+    def fds(self) -> list[int]:
+        """Socket fds a forked child must close (it never talks to Redis this way)."""
+        out = []
+        for conn in list(getattr(self.redis.connection_pool, "_available_connections", [])) + (
+            [self._wait_conn] if self._wait_conn is not None else []
+        ):
+            sock = getattr(conn, "_sock", None)
+            if sock is not None:
+                out.append(sock.fileno())
+        return out
+
+    def close(self) -> None:
+        self.drop_wait()
+        self.redis.close()

@@ -1,0 +1,184 @@
+"""The child process: read job frames, run handlers, write outcomes.
+
+Runs in each forked child of ``backstage-prefork``. The child never touches
+the queue keys: it gets jobs from its pipe and answers with data (ok + an
+optional workflow step, or the error's type, message and traceback).
+A handler that wants to enqueue more work uses the app's normal client,
+which opens its own connection after the fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import orjson
+
+from ..app import Next
+from ..errors import Reject, Retry
+from . import ipc
+
+if TYPE_CHECKING:
+    from ..app import Backstage
+
+__all__ = ["JobContext", "current_job", "child_main", "CHILD_BOOT_FAILED"]
+
+#: Exit code of a child whose start-up hooks failed; the master stops on it.
+CHILD_BOOT_FAILED = 3
+_TB_LIMIT = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a running handler may want to know about its job."""
+
+    job_id: str | None
+    task: str
+    attempt: int
+    child: int
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("backstage_job", default=None)
+
+
+def current_job() -> JobContext | None:
+    """The job the calling handler is running (None outside a handler)."""
+    return _current.get()
+
+
+def _title(text: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(text)
+    except Exception:  # noqa: BLE001 - a title is cosmetic
+        pass
+
+
+def _error(kind: str, exc: BaseException, seq: int, dur: int, retry_ms: int | None = None) -> list[Any]:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(tb) > _TB_LIMIT:
+        tb = tb[:_TB_LIMIT // 2] + "\n…\n" + tb[-_TB_LIMIT // 2:]
+    etype = type(exc).__qualname__
+    mod = type(exc).__module__
+    if mod not in ("builtins", "__main__"):
+        etype = f"{mod}.{etype}"
+    return ["err", seq, dur, kind, etype, str(exc), tb, retry_ms]
+
+
+def _next_step(result: Any) -> list[Any] | None:
+    """Workflow instruction from a handler's return value, or None."""
+    if isinstance(result, Next):
+        return [result.task, round(result.delay * 1000), orjson.dumps(result.payload).decode(), result.queue]
+    if isinstance(result, dict) and isinstance(result.get("next"), str) and result["next"]:
+        delay = result.get("delay") or 0
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise ValueError(f"workflow instruction: delay={delay!r} must be milliseconds >= 0")
+        queue = result.get("queue")
+        if queue is not None:
+            Next(result["next"], queue=queue)  # validates the queue name
+        return [result["next"], int(delay), orjson.dumps(result.get("payload")).decode(), queue]
+    return None
+
+
+def child_main(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Callable[[], Any]]) -> None:
+    """Entry point of a forked child; never returns (ends with ``os._exit``)."""
+    code = 0
+    try:
+        code = _run(app, index, job_fd, out_fd, hooks)
+    except BrokenPipeError:
+        code = 0  # the master is gone: nobody to report to
+    except BaseException:  # noqa: BLE001 - report and die; the master replaces us
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Callable[[], Any]]) -> int:
+    # Ctrl-C reaches the whole process group: the master decides what children do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    app._after_fork()
+    name = f"backstage-prefork: child {index}"
+    _title(f"{name} starting")
+    try:
+        for hook in hooks:
+            hook()
+    except BaseException as exc:  # noqa: BLE001
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        ipc.write_all(out_fd, ipc.pack_outcome(["boot-failed", type(exc).__qualname__, str(exc), tb]))
+        return CHILD_BOOT_FAILED
+    ipc.write_all(out_fd, ipc.pack_outcome(["ready", os.getpid()]))
+
+    tasks = app.tasks
+    loop: asyncio.AbstractEventLoop | None = None
+    reader = ipc.JobFrameReader(job_fd)
+    shown = ""
+    loads = orjson.loads
+    perf = time.perf_counter_ns
+    try:
+        while True:
+            if not reader.has_buffered_frame() and shown != "idle":
+                _title(f"{name} idle")
+                shown = "idle"
+            frame = reader.read()
+            if frame is None:
+                return 0  # the master closed our pipe: stop (shutdown or recycle)
+            kind, meta, blob = frame
+            pos = 0
+            for seq, task_name, job_id, attempt, plen in meta:
+                payload = blob[pos:pos + plen]
+                pos += plen
+                if shown != task_name:
+                    _title(f"{name} running {task_name}")
+                    shown = task_name
+                t0 = perf()
+                task = tasks.get(task_name)
+                if task is None:
+                    out = ["err", seq, 0, "unknown-task", "TaskNotFound", f"no handler for task {task_name!r}", "", None]
+                else:
+                    try:
+                        value = loads(payload)
+                    except orjson.JSONDecodeError as exc:
+                        out = ["err", seq, 0, "malformed", "JSONDecodeError", f"payload is not valid JSON: {exc}", "", None]
+                    else:
+                        token = _current.set(JobContext(job_id, task_name, attempt, index))
+                        try:
+                            if task.is_async:
+                                if loop is None:
+                                    loop = asyncio.new_event_loop()
+                                result = loop.run_until_complete(task.func(value))
+                            else:
+                                result = task.func(value)
+                            out = ["ok", seq, perf() - t0, _next_step(result)]
+                        except Retry as exc:
+                            delay = None if exc.delay is None else round(exc.delay * 1000)
+                            out = _error("retry", exc, seq, perf() - t0, delay)
+                        except Reject as exc:
+                            out = _error("reject", exc, seq, perf() - t0)
+                        except Exception as exc:  # noqa: BLE001 - every failure becomes data
+                            out = _error("error", exc, seq, perf() - t0)
+                        finally:
+                            _current.reset(token)
+                try:
+                    frame_out = ipc.pack_outcome(out)
+                except TypeError as exc:  # e.g. a Next payload orjson cannot carry
+                    frame_out = ipc.pack_outcome(_error("error", exc, seq, perf() - t0))
+                ipc.write_all(out_fd, frame_out)
+    finally:
+        if loop is not None:
+            loop.close()
+

@@ -1,0 +1,164 @@
+"""``backstage-prefork [options] module[:attr]``: load the app, run the master."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from typing import Any, Sequence
+
+from ..app import Backstage
+from ..errors import AppNotFound, ConfigError
+from ..keys import PRIORITIES
+from ..logs import setup_logging
+from .config import WorkerConfig, default_consumer
+from .master import EXIT_APP, EXIT_USAGE, Master
+
+__all__ = ["main", "load_app", "build_parser"]
+
+EPILOG = """\
+signals:
+  TERM, INT    stop fetching, let running jobs finish within --grace-period,
+               commit their outcomes, exit 0 (a second INT stops at once)
+  QUIT         stop at once: kill children; their jobs stay pending in Redis
+               and are recovered by another worker after the idle timeout
+  HUP          replace every child gracefully (after its current job)
+  TTIN / TTOU  one child more / one child less
+
+exit codes:
+  0  stopped cleanly        1  forced stop, or outcomes left uncommitted
+  2  bad options or config  3  the app could not be loaded, or a child could not boot
+  4  Redis unreachable or older than 6.2 at start-up
+
+Every option also reads an environment variable, e.g. --concurrency from
+BACKSTAGE_CONCURRENCY and --redis-url from BACKSTAGE_REDIS_URL (then the
+app's redis_url, which itself defaults to $REDIS_URL).
+"""
+
+
+def _env(name: str) -> str | None:
+    v = os.environ.get("BACKSTAGE_" + name)
+    return v if v not in (None, "") else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="backstage-prefork",
+        description="Run Backstage jobs: one master process talks to Redis, N forked children run the handlers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("app", metavar="module[:attr]", help="module holding the Backstage app (attr: its name, if several)")
+    p.add_argument("-c", "--concurrency", type=int, help="child processes (default: CPU count) [CONCURRENCY]")
+    p.add_argument("-Q", "--queues", help=f"queues to serve, most urgent first (default: {','.join(PRIORITIES)}) [QUEUES]")
+    p.add_argument("--redis-url", help="Redis URL (default: the app's) [REDIS_URL]")
+    p.add_argument("--group", help="consumer group (default: the app's) [GROUP]")
+    p.add_argument("--prefix", help="key prefix (default: the app's) [PREFIX]")
+    p.add_argument("--consumer", help="consumer name, unique per master (default: host-pid) [CONSUMER]")
+    p.add_argument("--max-tasks-per-child", type=int, help="recycle a child after N jobs [MAX_TASKS_PER_CHILD]")
+    p.add_argument("--max-memory-per-child", type=float, metavar="MB",
+                   help="recycle a child whose RSS passes MB, between jobs [MAX_MEMORY_PER_CHILD]")
+    p.add_argument("--grace-period", type=float, metavar="S", help="seconds running jobs get at shutdown (default 30) [GRACE_PERIOD]")
+    p.add_argument("--default-timeout", type=float, metavar="S",
+                   help="time limit for jobs whose task and message name none (default: none) [DEFAULT_TIMEOUT]")
+    p.add_argument("--prefetch", type=int, help="jobs fetched ahead per child (default 1) [PREFETCH]")
+    p.add_argument("--max-batch", type=int,
+                   help="jobs per frame to a child when jobs are fast, under 1 ms (default 32) [MAX_BATCH]")
+    p.add_argument("--max-deliveries", type=int, help="deliveries before a crashing job is dead-lettered (default 5) [MAX_DELIVERIES]")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="(default info) [LOG_LEVEL]")
+    p.add_argument("--log-format", choices=["text", "json"], help="(default text) [LOG_FORMAT]")
+    return p
+
+
+def load_app(spec: str) -> Backstage:
+    """Import ``module[:attr]`` and return its one Backstage app."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise AppNotFound(f"{spec!r}: expected module[:attr], e.g. app.tasks or app.tasks:app")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    if attr:
+        try:
+            obj: Any = getattr(module, attr)
+        except AttributeError:
+            raise AppNotFound(f"module {module_name!r} has no attribute {attr!r}") from None
+        if not isinstance(obj, Backstage):
+            raise AppNotFound(f"{spec} is a {type(obj).__name__}, not a Backstage app")
+        return obj
+    found: dict[int, list[str]] = {}
+    apps: dict[int, Backstage] = {}
+    for name, value in vars(module).items():
+        if isinstance(value, Backstage):
+            found.setdefault(id(value), []).append(name)
+            apps[id(value)] = value
+    if not apps:
+        raise AppNotFound(f"module {module_name!r} holds no Backstage app: create one with app = Backstage(...)")
+    if len(apps) > 1:
+        names = ", ".join(sorted("/".join(v) for v in found.values()))
+        raise AppNotFound(f"module {module_name!r} holds several Backstage apps ({names}): name one, e.g. {module_name}:{sorted(found.values())[0][0]}")
+    return next(iter(apps.values()))
+
+
+def _opt(args: argparse.Namespace, name: str, conv: Any = str) -> Any:
+    v = getattr(args, name)
+    if v is not None:
+        return v
+    raw = _env(name.upper())
+    if raw is None:
+        return None
+    try:
+        return conv(raw)
+    except ValueError:
+        raise ConfigError(f"BACKSTAGE_{name.upper()}={raw!r} is not a valid {conv.__name__}") from None
+
+
+def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerConfig, str, str]:
+    kw: dict[str, Any] = {}
+    for name, conv in (("concurrency", int), ("max_tasks_per_child", int), ("max_memory_per_child", float),
+                       ("grace_period", float), ("default_timeout", float), ("prefetch", int),
+                       ("max_batch", int), ("max_deliveries", int)):
+        v = _opt(args, name, conv)
+        if v is not None:
+            kw[name] = v
+    queues = _opt(args, "queues")
+    if queues is not None:
+        kw["queues"] = tuple(q.strip() for q in queues.split(",") if q.strip())
+    kw["redis_url"] = _opt(args, "redis_url") or app.redis_url
+    kw["prefix"] = _opt(args, "prefix") or app.prefix
+    kw["group"] = _opt(args, "group") or app.group
+    kw["consumer"] = _opt(args, "consumer") or default_consumer()
+    level = _opt(args, "log_level") or "info"
+    fmt = _opt(args, "log_format") or "text"
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log level {level!r}: use debug, info, warning or error")
+    if fmt not in ("text", "json"):
+        raise ConfigError(f"log format {fmt!r}: use text or json")
+    return WorkerConfig(**kw), level, fmt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(_env("LOG_LEVEL") or args.log_level or "info", args.log_format or _env("LOG_FORMAT") or "text")
+    try:
+        app = load_app(args.app)
+    except AppNotFound as exc:
+        print(f"backstage-prefork: {exc}", file=sys.stderr)
+        return EXIT_APP
+    except Exception:  # noqa: BLE001 - the user's module failed to import
+        print(f"backstage-prefork: could not import {args.app.partition(':')[0]!r}:", file=sys.stderr)
+        traceback.print_exc()
+        return EXIT_APP
+    try:
+        config, level, fmt = config_from_args(args, app)
+    except ConfigError as exc:
+        print(f"backstage-prefork: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(level, fmt)
+    return Master(app, config).run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,808 @@
+"""The master: one process, one thread, one selector loop.
+
+Owns all queue traffic with Redis (through :class:`MasterBroker`) and the
+children: it forks them after the app is imported, hands each job over a
+pipe, reads outcomes back, and commits them. Every duty other than reading
+fds is a step the loop runs each pass (reap, kill overdue, timers, settle,
+fetch, dispatch, top up), each idempotent and bounded.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import math
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any, Callable, Deque
+
+import psutil
+import redis
+
+from .. import wire
+from ..app import Backstage
+from ..client import new_job_id
+from ..keys import Keys
+from . import ipc, policy
+from .broker import MasterBroker
+from .child import CHILD_BOOT_FAILED, child_main
+from .config import WorkerConfig
+
+__all__ = ["Master", "EXIT_OK", "EXIT_FORCED", "EXIT_USAGE", "EXIT_APP", "EXIT_REDIS"]
+
+log = logging.getLogger("backstage.prefork")
+
+EXIT_OK = 0
+EXIT_FORCED = 1
+EXIT_USAGE = 2
+EXIT_APP = 3  # the app could not be loaded, or a child could not boot
+EXIT_REDIS = 4  # Redis unreachable or too old at start-up
+
+_READ = 1 << 18
+
+
+class Job:
+    """One fetched entry the master holds until its outcome is settled."""
+
+    __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt")
+
+    def __init__(self, seq: int, si: int, entry_id: bytes, fields: dict[bytes, bytes], task: str,
+                 timeout: float | None, attempt: int) -> None:
+        self.seq = seq
+        self.si = si
+        self.id = entry_id
+        self.fields = fields
+        self.task = task
+        self.timeout = timeout
+        self.attempt = attempt
+
+
+class Child:
+    """Per-child state, keyed by this object (never by fd number)."""
+
+    __slots__ = ("index", "pid", "job_w", "out_r", "reader", "inflight", "head_started", "tasks_done",
+                 "ready", "retiring", "outbuf", "eof", "killed", "spawned_at", "writing")
+
+    def __init__(self, index: int, pid: int, job_w: int, out_r: int) -> None:
+        self.index = index
+        self.pid = pid
+        self.job_w = job_w
+        self.out_r = out_r
+        self.reader = ipc.FrameReader()
+        self.inflight: Deque[Job] = collections.deque()
+        self.head_started = 0.0
+        self.tasks_done = 0
+        self.ready = False
+        self.retiring: str | None = None  # why it is being replaced
+        self.outbuf = bytearray()
+        self.eof = False
+        self.killed: str | None = None
+        self.spawned_at = time.monotonic()
+        self.writing = False
+
+    @property
+    def usable(self) -> bool:
+        return self.ready and self.retiring is None and self.killed is None and not self.eof
+
+
+class Master:
+    """Runs until stopped by a signal; :meth:`run` returns the exit code."""
+
+    def __init__(self, app: Backstage, config: WorkerConfig,
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.cfg = config
+        self.clock = clock
+        self.keys = Keys(config.prefix)
+        self.queues = list(config.queues)
+        self.broker = MasterBroker(config.redis_url, self.keys, config.group, config.consumer,
+                                   config.queues, delete_on_ack=config.delete_on_ack)
+        self.stream_keys = self.broker.streams
+        self.concurrency = config.concurrency
+        self.children: list[Child] = []
+        self.buffer: Deque[Job] = collections.deque()
+        self.batch = self.broker.new_batch()
+        self.seq = 0
+        self.drained = False
+        self.wait_fd: int | None = None
+        self.stopping = False
+        self.forced = False
+        self.stop_deadline = math.inf
+        self.exit_code = EXIT_OK
+        self.fatal: str | None = None
+        self.ewma = config.fast_job_threshold * 10  # start in slow mode: one job per child
+        self.redis_down_until = 0.0
+        self.redis_backoff = 0.0
+        self.next_promote = 0.0
+        self.next_memory = 0.0
+        self.next_title = 0.0
+        self.hooks: list[Callable[[], Any]] = list(app.child_start_hooks)
+        self.processed = 0
+        self.failed = 0
+        self.started = time.time()
+        self.sel = selectors.DefaultSelector()
+        self._sig_r, self._sig_w = socket.socketpair()
+
+    # -- set-up ----------------------------------------------------------------
+    def _install_signals(self) -> None:
+        for s in (self._sig_r, self._sig_w):
+            s.setblocking(False)
+        signal.set_wakeup_fd(self._sig_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
+            # the handler only exists so the signal does not kill us; the
+            # wake-up fd carries its number to the loop, which does the work
+            signal.signal(sig, _noop)
+        self.sel.register(self._sig_r, selectors.EVENT_READ, ("signal", None))
+
+    def _restore_signals(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+
+    # -- main loop -------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            self.broker.check()
+        except Exception as exc:  # noqa: BLE001 - translated BrokerError, named endpoint
+            log.error("cannot start: %s", exc)
+            return EXIT_REDIS
+        self._install_signals()
+        log.info("master started: consumer=%s queues=%s concurrency=%d redis=%s",
+                 self.cfg.consumer, ",".join(self.queues), self.concurrency, self.broker.where,
+                 extra={"event": "start"})
+        try:
+            self.top_up()
+            while True:
+                self.tick()
+                if self.fatal is not None or (self.stopping and self._stopped()):
+                    break
+            return self._shutdown()
+        finally:
+            self._restore_signals()
+            self.sel.close()
+            self.broker.close()
+
+    def tick(self) -> None:
+        """One pass: wait for fds (up to the nearest deadline), then every step."""
+        timeout = max(0.0, self._next_deadline() - self.clock())
+        for key, mask in self.sel.select(timeout):
+            kind, child = key.data
+            if kind == "child":
+                self.on_child_readable(child)
+            elif kind == "write":
+                self.flush_child(child)
+            elif kind == "wait":
+                self.on_wait_readable()
+            elif kind == "signal":
+                self.on_signals()
+        now = self.clock()
+        self.reap()
+        self.kill_overdue(now)
+        self.timers(now)
+        self.settle()
+        self.fetch()
+        self.dispatch()
+        self.top_up()
+        self.title(now)
+
+    def _next_deadline(self) -> float:
+        now = self.clock()
+        d = min(self.next_promote, self.next_memory, self.next_title, self.stop_deadline, now + 1.0)
+        if self.redis_down_until > now:
+            d = min(d, self.redis_down_until)
+        elif self.batch.count or (not self.drained and not self.stopping and self._room() > 0):
+            return now  # work to do right away
+        for c in self.children:
+            if c.inflight and c.killed is None:
+                t = c.inflight[0].timeout
+                if t is not None:
+                    d = min(d, c.head_started + t)
+        return d
+
+    # -- signals ---------------------------------------------------------------
+    def on_signals(self) -> None:
+        try:
+            data = self._sig_r.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in data:
+            if signum == signal.SIGCHLD:
+                continue  # reap() runs every pass
+            if signum in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
+                log.info("%s: stopping gracefully (grace period %.1fs)", signal.Signals(signum).name,
+                         self.cfg.grace_period, extra={"event": "stop"})
+                self.begin_stop()
+            elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.stopping):
+                log.warning("%s: stopping now; running jobs stay pending for recovery",
+                            signal.Signals(signum).name, extra={"event": "stop-forced"})
+                self.force_stop()
+            elif signum == signal.SIGHUP:
+                log.info("SIGHUP: replacing children", extra={"event": "reload"})
+                for c in self.children:
+                    if c.retiring is None and c.killed is None:
+                        c.retiring = "reload"
+            elif signum == signal.SIGTTIN:
+                self.concurrency += 1
+                log.info("SIGTTIN: concurrency %d", self.concurrency, extra={"event": "scale"})
+            elif signum == signal.SIGTTOU and self.concurrency > 1:
+                self.concurrency -= 1
+                log.info("SIGTTOU: concurrency %d", self.concurrency, extra={"event": "scale"})
+                self._shrink()
+
+    def begin_stop(self) -> None:
+        self.stopping = True
+        self.stop_deadline = self.clock() + self.cfg.grace_period
+        self._stop_waiting()
+        # fetched but never started: hand them back so other workers take them now
+        while self.buffer:
+            job = self.buffer.popleft()
+            self.batch.hand_back(job.si, job.id, _flat(job.fields))
+
+    def force_stop(self) -> None:
+        self.stopping = True
+        self.forced = True
+        self.exit_code = EXIT_FORCED
+        for c in self.children:
+            self._kill(c, "forced stop")
+            c.inflight.clear()  # their entries stay in the PEL for the reclaimer
+        self.buffer.clear()
+
+    def _stopped(self) -> bool:
+        if self.forced:
+            return True
+        busy = any(c.inflight for c in self.children)
+        if busy and self.clock() < self.stop_deadline:
+            return False
+        if busy:
+            log.warning("grace period over: killing %d busy children; their jobs go back to the queue",
+                        sum(1 for c in self.children if c.inflight), extra={"event": "grace-expired"})
+            for c in self.children:
+                for job in c.inflight:
+                    self.batch.hand_back(job.si, job.id, _flat(job.fields))
+                c.inflight.clear()
+                self._kill(c, "grace period over")
+        return True
+
+    # -- children ----------------------------------------------------------------
+    def top_up(self) -> None:
+        if self.stopping or self.fatal is not None:
+            return
+        active = {c.index for c in self.children if c.retiring is None and c.killed is None}
+        index = 0
+        while len(active) < self.concurrency:
+            while index in active:
+                index += 1
+            self.spawn(index)
+            active.add(index)
+
+    def _shrink(self) -> None:
+        active = [c for c in self.children if c.retiring is None and c.killed is None]
+        extra = len(active) - self.concurrency
+        for c in sorted(active, key=lambda c: (len(c.inflight), -c.index))[:max(extra, 0)]:
+            c.retiring = "scale down"
+
+    def spawn(self, index: int) -> None:
+        job_r, job_w = os.pipe()
+        out_r, out_w = os.pipe()
+        ipc.set_pipe_size(job_w)
+        ipc.set_pipe_size(out_w)
+        _flush_std()
+        close_in_child = [job_w, out_r, self._sig_r.fileno(), self._sig_w.fileno(), *self.broker.fds()]
+        if hasattr(self.sel, "fileno"):
+            close_in_child.append(self.sel.fileno())
+        for c in self.children:
+            close_in_child += [c.job_w, c.out_r]
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which ends in os._exit
+            try:
+                signal.set_wakeup_fd(-1)
+                for fd in close_in_child:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            finally:
+                child_main(self.app, index, job_r, out_w, self.hooks)
+        os.close(job_r)
+        os.close(out_w)
+        os.set_blocking(job_w, False)
+        os.set_blocking(out_r, False)
+        child = Child(index, pid, job_w, out_r)
+        self.children.append(child)
+        self.sel.register(out_r, selectors.EVENT_READ, ("child", child))
+
+    def on_child_readable(self, child: Child) -> None:
+        while True:
+            try:
+                data = os.read(child.out_r, _READ)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                data = b""
+            if not data:
+                child.eof = True
+                self.sel.unregister(child.out_r)
+                return
+            try:
+                for msg in child.reader.feed(data):
+                    self.on_message(child, msg)
+            except (ValueError, TypeError) as exc:
+                log.error("child %d sent a corrupt frame (%s); replacing it", child.index, exc)
+                self._kill(child, "corrupt frame")
+                return
+            if len(data) < _READ:
+                return
+
+    def on_message(self, child: Child, msg: list[Any]) -> None:
+        tag = msg[0]
+        if tag == "ok" or tag == "err":
+            if not child.inflight or child.inflight[0].seq != msg[1]:
+                raise ValueError(f"outcome for job {msg[1]} but child {child.index} runs "
+                                 f"{child.inflight[0].seq if child.inflight else 'nothing'}")
+            job = child.inflight.popleft()
+            child.head_started = self.clock()
+            child.tasks_done += 1
+            self.ewma += 0.1 * (msg[2] / 1e9 - self.ewma)
+            if tag == "ok":
+                self.processed += 1
+                if msg[3] is None:
+                    self.batch.ack(job.si, job.id)
+                else:
+                    self.on_next(job, msg[3])
+            else:
+                _, _, _, kind, etype, emsg, tb, retry_ms = msg
+                self.fail(job, kind, etype, emsg, tb, retry_ms)
+            limit = self.cfg.max_tasks_per_child
+            if limit is not None and child.tasks_done >= limit and child.retiring is None:
+                child.retiring = "max tasks"
+        elif tag == "ready":
+            child.ready = True
+            child.head_started = self.clock()
+        elif tag == "boot-failed":
+            _, etype, emsg, tb = msg
+            self.fatal = f"child {child.index} could not boot: {etype}: {emsg}"
+            log.error("%s\n%s", self.fatal, tb, extra={"event": "boot-failed"})
+            self.exit_code = EXIT_APP
+        else:
+            raise ValueError(f"unknown frame {tag!r}")
+
+    def flush_child(self, child: Child) -> None:
+        """Write as much of the child's pending frames as its pipe takes."""
+        if child.outbuf and child.killed is None:
+            try:
+                n = os.write(child.job_w, child.outbuf)
+                del child.outbuf[:n]
+            except BlockingIOError:
+                pass
+            except OSError:
+                child.outbuf.clear()  # the child is gone; reap() accounts for its jobs
+        want = bool(child.outbuf) and child.killed is None
+        if want != child.writing:
+            if want:
+                self.sel.register(child.job_w, selectors.EVENT_WRITE, ("write", child))
+            else:
+                self.sel.unregister(child.job_w)
+            child.writing = want
+
+    def _kill(self, child: Child, why: str) -> None:
+        if child.killed is None:
+            child.killed = why
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = next((c for c in self.children if c.pid == pid), None)
+            if child is not None:
+                self.on_child_exit(child, status)
+
+    def on_child_exit(self, child: Child, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        if not child.eof:
+            self.on_child_readable(child)  # outcomes written before it died still count
+            if not child.eof:
+                self.sel.unregister(child.out_r)
+        if child.writing:
+            self.sel.unregister(child.job_w)
+        os.close(child.out_r)
+        if child.job_w >= 0:
+            os.close(child.job_w)
+        self.children.remove(child)
+        if not child.ready and code == CHILD_BOOT_FAILED and self.fatal is None:
+            self.fatal = f"child {child.index} could not boot (exit code {code})"
+            self.exit_code = EXIT_APP
+        if child.inflight:
+            head = child.inflight.popleft()
+            if child.killed and child.killed.startswith("timeout"):
+                kind, msg = "timeout", f"job ran longer than its {head.timeout:g}s time limit; its child was killed"
+            else:
+                kind = "worker-lost"
+                msg = f"child {child.index} (pid {child.pid}) died: {_describe_exit(code)}"
+            if not self.forced:
+                self.fail(head, kind, "WorkerLost" if kind == "worker-lost" else "TimeLimitExceeded", msg, "", None)
+            # the rest of its batch never started: run them elsewhere
+            self.buffer.extendleft(reversed(child.inflight))
+            child.inflight.clear()
+        why = child.killed or child.retiring
+        if why is None and not self.stopping:
+            why = _describe_exit(code)
+            log.warning("child %d (pid %d) exited unexpectedly: %s", child.index, child.pid, why,
+                        extra={"event": "child-lost"})
+        else:
+            log.info("child %d (pid %d) replaced: %s", child.index, child.pid, why or "stopped",
+                     extra={"event": "child-replaced"})
+
+    def kill_overdue(self, now: float) -> None:
+        for c in self.children:
+            if c.inflight and c.killed is None:
+                head = c.inflight[0]
+                if head.timeout is not None and now - c.head_started > head.timeout:
+                    log.warning("job %s (%s) passed its %gs time limit: killing child %d",
+                                head.id.decode(), head.task, head.timeout, c.index,
+                                extra={"event": "timeout", "job_id": _job_id(head), "task": head.task})
+                    self._kill(c, f"timeout of job {head.id.decode()}")
+        for c in self.children:
+            if c.retiring and not c.inflight and c.job_w >= 0 and not c.outbuf:
+                # closing its pipe is the stop request: it exits when it reads EOF
+                if c.writing:
+                    self.sel.unregister(c.job_w)
+                    c.writing = False
+                os.close(c.job_w)
+                c.job_w = -1
+
+    # -- jobs --------------------------------------------------------------------
+    def _room(self) -> int:
+        fast = self.ewma < self.cfg.fast_job_threshold
+        per_child = (self.cfg.max_batch * 2) if fast else (1 + self.cfg.prefetch)
+        held = len(self.buffer) + sum(len(c.inflight) for c in self.children) + self.batch.count
+        return self.concurrency * per_child - held
+
+    def fetch(self) -> None:
+        if self.stopping or self.drained or self.fatal or self.clock() < self.redis_down_until:
+            return
+        room = self._room()
+        if room <= 0:
+            return
+        try:
+            entries, tails = self.broker.fetch(room)
+        except redis.RedisError as exc:
+            self._redis_error("fetch", exc)
+            return
+        self._redis_ok()
+        for i in range(0, len(entries), 3):
+            self.accept(int(entries[i]) - 1, entries[i + 1], entries[i + 2])
+        if tails:
+            self.drained = True
+            if self.wait_fd is not None:
+                return  # an XREAD is already out; at worst it wakes us once for nothing
+            try:
+                fd = self.broker.start_wait(tails, int(self.cfg.block_timeout * 1000))
+            except redis.RedisError as exc:
+                self._redis_error("wait", exc)
+                return
+            self.wait_fd = fd
+            self.sel.register(fd, selectors.EVENT_READ, ("wait", None))
+
+    def on_wait_readable(self) -> None:
+        self._unregister_wait()
+        try:
+            self.broker.finish_wait()
+        except redis.RedisError as exc:
+            self.broker.drop_wait()
+            self._redis_error("wait", exc)
+        self.drained = False
+
+    def _unregister_wait(self) -> None:
+        if self.wait_fd is not None:
+            self.sel.unregister(self.wait_fd)
+            self.wait_fd = None
+
+    def _stop_waiting(self) -> None:
+        self._unregister_wait()
+        self.broker.drop_wait()
+
+    def accept(self, si: int, entry_id: bytes, flat: list[bytes]) -> None:
+        fields = dict(zip(flat[::2], flat[1::2]))
+        raw_task = fields.get(b"taskName")
+        if not raw_task:
+            self.dead_letter(si, entry_id, fields, "malformed", "MalformedEntry", "missing field 'taskName'", 1)
+            return
+        task_name = raw_task.decode("utf-8", "replace")
+        task = self.app.tasks.get(task_name)
+        if task is None:
+            self.dead_letter(si, entry_id, fields, "unknown-task", "TaskNotFound",
+                             f"no handler for task {task_name!r} in this app", 1)
+            return
+        payload = fields.get(b"payload")
+        if payload is not None and len(payload) > self.cfg.max_payload_bytes:
+            self.dead_letter(si, entry_id, fields, "malformed", "PayloadTooLarge",
+                             f"payload of {len(payload)} bytes exceeds the {self.cfg.max_payload_bytes}-byte limit", 1)
+            return
+        try:
+            attempt = int(fields.get(b"attempt", b"1"))
+            raw_timeout = fields.get(b"timeout")
+            timeout = int(raw_timeout) / 1000.0 if raw_timeout is not None else (task.timeout or self.cfg.default_timeout)
+            if attempt < 1 or (timeout is not None and timeout <= 0):
+                raise ValueError("out of range")
+        except ValueError:
+            self.dead_letter(si, entry_id, fields, "malformed", "MalformedEntry",
+                             "field 'attempt' or 'timeout' is not a positive integer", 1)
+            return
+        self.seq += 1
+        self.buffer.append(Job(self.seq, si, entry_id, fields, task_name, timeout, attempt))
+
+    def dispatch(self) -> None:
+        if not self.buffer:
+            return
+        fast = self.ewma < self.cfg.fast_job_threshold
+        cap = self.cfg.max_batch if fast else 1
+        free = [c for c in self.children if c.usable and len(c.inflight) < cap]
+        if not free:
+            return
+        share = max(1, -(-len(self.buffer) // len(free)))
+        now = self.clock()
+        for c in free:
+            n = min(cap - len(c.inflight), share, len(self.buffer))
+            if n <= 0:
+                break
+            meta = []
+            payloads = []
+            for _ in range(n):
+                job = self.buffer.popleft()
+                p = job.fields.get(b"payload", b"null")
+                jid = job.fields.get(b"jobId")
+                meta.append((job.seq, job.task, jid.decode() if jid else None, job.attempt, len(p)))
+                payloads.append(p)
+                c.inflight.append(job)
+            if len(c.inflight) == n:
+                c.head_started = now
+            c.outbuf += ipc.pack_jobs(ipc.JOBS, meta, payloads)
+            self.flush_child(c)
+
+    def on_next(self, job: Job, step: list[Any]) -> None:
+        task_name, delay_ms, payload_json, queue = step
+        t = self.app.tasks.get(task_name)
+        q = queue or (t.queue if t is not None and t.queue else "default")
+        now = wire.now_ms()
+        wf = job.fields.get(b"workflowId") or job.fields.get(b"jobId")
+        fields = wire.encode_entry(
+            task_name, payload_json, enqueued_at=now, job_id=new_job_id(),
+            attempts=t.attempts if t else None, backoff=t.backoff if t else None,
+            timeout_ms=math.ceil(t.timeout * 1000) if t and t.timeout else None,
+        )
+        if wf:
+            fields["workflowId"] = wf
+        stream = self.keys.stream(q)
+        if delay_ms and delay_ms > 0:
+            self.batch.schedule(job.si, job.id, now + int(delay_ms), wire.encode_scheduled(stream, q, fields))
+        else:
+            self.batch.add_next(job.si, job.id, stream, _flat(fields))
+
+    def fail(self, job: Job, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None:
+        self.failed += 1
+        entry = wire.decode_entry(job.fields)
+        if isinstance(entry, wire.Malformed):
+            self.dead_letter(job.si, job.id, job.fields, "malformed", "MalformedEntry", entry.reason, job.attempt)
+            return
+        t = self.app.tasks.get(job.task)
+        attempts = entry.attempts or (t.attempts if t else None)
+        backoff = entry.backoff or (t.backoff if t else None)
+        d = policy.decide(kind, attempt=job.attempt, attempts=attempts, max_deliveries=self.cfg.max_deliveries,
+                          backoff=backoff, retry_delay_ms=retry_ms)
+        extra = {"event": "job-failed", "job_id": _job_id(job), "task": job.task,
+                 "queue": self.queues[job.si]}
+        if isinstance(d, policy.Retry):
+            log.warning("job %s (%s) attempt %d failed: %s: %s; retry in %.3gs", job.id.decode(), job.task,
+                        job.attempt, etype, emsg, d.delay, extra=extra)
+            fields = dict(job.fields)
+            fields[b"attempt"] = b"%d" % (job.attempt + 1)
+            stream = self.stream_keys[job.si]
+            member = wire.encode_scheduled(stream, self.queues[job.si], fields)
+            self.batch.schedule(job.si, job.id, wire.now_ms() + round(d.delay * 1000), member)
+        else:
+            log.error("job %s (%s) dead-lettered (%s) after attempt %d: %s: %s", job.id.decode(), job.task,
+                      d.reason, job.attempt, etype, emsg, extra=extra)
+            self.dead_letter(job.si, job.id, job.fields, d.reason, etype, emsg, job.attempt, tb, log_it=False)
+
+    def dead_letter(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str,
+                    emsg: str, deliveries: int, tb: str = "", *, log_it: bool = True) -> None:
+        queue = self.queues[si]
+        if log_it:
+            task = fields.get(b"taskName", b"").decode("utf-8", "replace")
+            log.error("entry %s of %s dead-lettered (%s): %s", entry_id.decode(), queue, reason, emsg,
+                      extra={"event": "dead-letter", "task": task, "queue": queue})
+        dl = wire.dead_letter_fields(
+            fields, original_id=entry_id.decode(), queue_key=self.stream_keys[si], reason=reason,
+            delivery_count=deliveries, consumer=self.cfg.consumer, error_type=etype,
+            error_message=emsg, traceback=tb,
+        )
+        self.batch.dead(si, entry_id, self.keys.dead_letter(queue), self.cfg.dead_letter_maxlen, _flat(dl))
+
+    def settle(self) -> None:
+        if not self.batch.count or self.clock() < self.redis_down_until:
+            return
+        try:
+            skipped = self.broker.settle(self.batch)
+        except redis.RedisError as exc:
+            self._redis_error("settle", exc)
+            return
+        self._redis_ok()
+        if skipped:
+            log.warning("%d outcome(s) not applied: their entries were reclaimed by another worker", skipped)
+        self.batch.clear()
+
+    # -- timers ------------------------------------------------------------------
+    def timers(self, now: float) -> None:
+        if now >= self.next_promote and not self.stopping and now >= self.redis_down_until:
+            self.next_promote = now + self.cfg.promote_interval
+            try:
+                moved, parked, next_due = self.broker.promote(wire.now_ms(), self.cfg.promote_batch,
+                                                              self.cfg.dead_letter_maxlen)
+            except redis.RedisError as exc:
+                self._redis_error("promote", exc)
+            else:
+                self._redis_ok()
+                if parked:
+                    log.error("%d undecodable scheduled member(s) parked in %s", parked,
+                              self.keys.dead_letter("default"), extra={"event": "dead-letter"})
+                if moved >= self.cfg.promote_batch:
+                    self.next_promote = now  # more are due: go on next pass
+                elif next_due >= 0:
+                    wait = max(0.0, (next_due - wire.now_ms()) / 1000.0)
+                    self.next_promote = now + min(wait, self.cfg.promote_interval)
+                if moved:
+                    self.drained = False
+        if now >= self.next_memory:
+            self.next_memory = now + self.cfg.memory_check_interval
+            self.check_memory()
+
+    def check_memory(self) -> None:
+        limit = self.cfg.max_memory_per_child
+        if limit is None:
+            return
+        for c in self.children:
+            if c.retiring or c.killed or not c.ready:
+                continue
+            try:
+                rss = psutil.Process(c.pid).memory_info().rss
+            except psutil.Error:
+                continue
+            if rss > limit * 1024 * 1024:
+                log.info("child %d uses %.0f MB (limit %.0f MB): recycling it after its job", c.index,
+                         rss / 1048576, limit, extra={"event": "recycle"})
+                c.retiring = "memory"
+
+    def title(self, now: float) -> None:
+        if now < self.next_title:
+            return
+        self.next_title = now + 0.5
+        busy = sum(1 for c in self.children if c.inflight)
+        state = " stopping" if self.stopping else ""
+        _set_title(f"backstage-prefork: master [{','.join(self.queues)}] {busy}/{len(self.children)} busy{state}")
+
+    # -- Redis trouble -------------------------------------------------------------
+    def _redis_error(self, what: str, exc: Exception) -> None:
+        self.redis_backoff = min(max(self.redis_backoff * 2, 0.1), 5.0)
+        self.redis_down_until = self.clock() + self.redis_backoff
+        if self.wait_fd is not None or self.broker.waiting:
+            self._stop_waiting()
+        self.drained = False
+        log.warning("Redis error during %s at %s: %s; retrying in %.1fs", what, self.broker.where,
+                    type(exc).__name__ + (f": {exc}" if str(exc) else ""), self.redis_backoff,
+                    extra={"event": "redis-error"})
+
+    def _redis_ok(self) -> None:
+        if self.redis_backoff:
+            log.info("Redis at %s is back", self.broker.where, extra={"event": "redis-reconnect"})
+            self.redis_backoff = 0.0
+
+    # -- shutdown --------------------------------------------------------------------
+    def _shutdown(self) -> int:
+        if self.fatal is not None:
+            log.error("stopping: %s", self.fatal)
+            for c in self.children:
+                for job in c.inflight:
+                    self.batch.hand_back(job.si, job.id, _flat(job.fields))
+                c.inflight.clear()
+                self._kill(c, "fatal")
+            while self.buffer:
+                job = self.buffer.popleft()
+                self.batch.hand_back(job.si, job.id, _flat(job.fields))
+        self._stop_waiting()
+        # close every pipe: children exit at EOF; then wait for them
+        for c in self.children:
+            if c.job_w >= 0:
+                if c.writing:
+                    self.sel.unregister(c.job_w)
+                    c.writing = False
+                os.close(c.job_w)
+                c.job_w = -1
+        deadline = self.clock() + 10.0
+        while self.children and self.clock() < deadline:
+            self.reap()
+            if self.children:
+                self.sel.select(0.05)
+        for c in list(self.children):
+            self._kill(c, "shutdown")
+        while self.children:
+            pid, status = os.waitpid(self.children[0].pid, 0)
+            self.on_child_exit(self.children[0], status)
+        # commit what finished (and what we hand back), retrying while Redis recovers
+        settle_deadline = self.clock() + max(self.cfg.grace_period, 5.0)
+        while self.batch.count and self.clock() < settle_deadline:
+            self.redis_down_until = 0.0
+            self.settle()
+            if self.batch.count:
+                time.sleep(min(self.redis_backoff, 0.5))
+        if self.batch.count:
+            log.error("could not commit %d outcome(s): Redis unreachable; their jobs will be redelivered",
+                      self.batch.count)
+            return self.exit_code or EXIT_FORCED
+        log.info("master stopped: processed=%d failed=%d exit code %d", self.processed, self.failed,
+                 self.exit_code, extra={"event": "stopped"})
+        return self.exit_code
+
+
+def _noop(signum: int, frame: Any) -> None:
+    pass
+
+
+def _flat(fields: dict[Any, Any]) -> list[Any]:
+    out: list[Any] = []
+    for k, v in fields.items():
+        out.append(k)
+        out.append(v)
+    return out
+
+
+def _job_id(job: Job) -> str:
+    jid = job.fields.get(b"jobId")
+    return jid.decode() if jid else job.id.decode()
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    for h in logging.getLogger().handlers + log.handlers:
+        try:
+            h.flush()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _set_title(text: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(text)
+    except Exception:  # noqa: BLE001
+        pass

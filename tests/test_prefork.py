@@ -1,0 +1,245 @@
+"""The real backstage-prefork, as a subprocess, against a real redis-server."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psutil
+import pytest
+
+from backstage import Client
+from backstage.keys import Keys
+
+from .helpers import wait_until
+from .workers import ledger, pending
+
+GROUP = "backstage-workers"
+
+
+def kinds(r, prefix, kind):
+    return [e for e in ledger(r, prefix) if e["kind"] == kind]
+
+
+def settled(r, keys: Keys, queues=("urgent", "default", "low")) -> bool:
+    return all(r.xlen(keys.stream(q)) == 0 and pending(r, keys.stream(q)) == 0 for q in queues)
+
+
+def test_n_jobs_in_n_executions_out(client: Client, r, keys, prefix, start_worker):
+    ids = client.enqueue_many([("square", {"n": i}) for i in range(500)])
+    w = start_worker("-c", "2")
+    wait_until(lambda: len(kinds(r, prefix, "square")) == 500, 30, message=lambda: w.log()[-2000:])
+    done = kinds(r, prefix, "square")
+    assert sorted(e["job"] for e in done) == sorted(ids)
+    assert all(e["result"] == e["payload"]["n"] ** 2 for e in done)
+    wait_until(lambda: settled(r, keys), 10)
+    assert len({e["pid"] for e in done}) == 2  # both children worked
+    assert w.stop() == 0
+    assert "master stopped: processed=500 failed=0 exit code 0" in w.log()
+
+
+def test_async_handlers_run(client, r, prefix, start_worker):
+    client.enqueue_many([("aio", {"i": i}) for i in range(20)])
+    start_worker("-c", "2")
+    wait_until(lambda: len(kinds(r, prefix, "aio")) == 20, 20)
+
+
+def _cpu_wall(client, r, prefix, start_worker, concurrency: int, n: int) -> float:
+    r.delete(f"{prefix}:ledger")
+    client.enqueue_many([("cpu", {"i": i, "loops": 400_000}) for i in range(n)])
+    w = start_worker("-c", str(concurrency))
+    wait_until(lambda: len(kinds(r, prefix, "cpu")) == n, 60)
+    done = kinds(r, prefix, "cpu")
+    assert w.stop() == 0
+    first_start = min(e["t"] - e["cpu_s"] for e in done)
+    return max(e["t"] for e in done) - first_start
+
+
+def test_cpu_bound_jobs_scale_with_children(client, r, prefix, start_worker):
+    if (psutil.cpu_count() or 1) < 2:
+        pytest.skip("needs two cores")
+    one = _cpu_wall(client, r, prefix, start_worker, 1, 24)
+    two = _cpu_wall(client, r, prefix, start_worker, 2, 24)
+    ratio = two / one
+    print(f"-c 2 / -c 1 wall-time ratio: {ratio:.2f} ({two:.2f}s / {one:.2f}s)")
+    assert ratio < 0.8
+
+
+def test_strict_priority_urgent_before_low(client, r, prefix, start_worker):
+    client.enqueue_many([("record", {"q": "low", "i": i}) for i in range(30)], priority="low")
+    client.enqueue_many([("record", {"q": "default", "i": i}) for i in range(30)])
+    client.enqueue_many([("record", {"q": "urgent", "i": i}) for i in range(30)], priority="urgent")
+    start_worker("-c", "1")
+    wait_until(lambda: len(kinds(r, prefix, "record")) == 90, 20)
+    order = [e["payload"]["q"] for e in kinds(r, prefix, "record")]
+    assert order == ["urgent"] * 30 + ["default"] * 30 + ["low"] * 30
+
+
+def test_backpressure_bounds_the_pel(client, r, keys, prefix, start_worker):
+    client.enqueue_many([("slow", {"i": i, "s": 0.2}) for i in range(16)])
+    w = start_worker("-c", "2", "--prefetch", "1")
+    stream = keys.stream("default")
+    seen = []
+    deadline = time.monotonic() + 30
+    while len(kinds(r, prefix, "slow")) < 16 and time.monotonic() < deadline:
+        seen.append(pending(r, stream))
+        time.sleep(0.02)
+    assert len(kinds(r, prefix, "slow")) == 16, w.log()
+    assert max(seen) <= 2 * (1 + 1), seen  # concurrency x (running + prefetch)
+    assert max(seen) >= 2  # both children were busy
+
+
+def test_chain_survives_master_kill_between_steps(client, r, keys, prefix, start_worker):
+    ids = [f"c{i}" for i in range(5)]
+    for i in ids:
+        client.enqueue("chain.a", {"id": i, "delay": 1.0})
+    w = start_worker("-c", "2")
+    wait_until(lambda: len(kinds(r, prefix, "chain.a")) == 5, 20)
+    wait_until(lambda: r.zcard(keys.scheduled) == 5, 10)  # step A settled, B scheduled
+    w.kill()
+    assert kinds(r, prefix, "chain.b") == []
+    start_worker("-c", "2")
+    wait_until(lambda: len(kinds(r, prefix, "chain.c")) == 5, 20)
+    for step in ("chain.a", "chain.b", "chain.c"):
+        assert sorted(e["payload"]["id"] for e in kinds(r, prefix, step)) == ids, step
+    wait_until(lambda: settled(r, keys), 10)
+
+
+def test_failures_retry_then_dead_letter(client, r, keys, prefix, start_worker):
+    client.enqueue("fail", {"x": 1})
+    client.enqueue("retry-once", {"x": 2})
+    client.enqueue("reject", {"x": 3})
+    w = start_worker("-c", "2")
+    dlq = keys.dead_letter("default")
+    wait_until(lambda: r.xlen(dlq) == 2, 20, message=lambda: w.log()[-2000:])
+    wait_until(lambda: len(kinds(r, prefix, "retry-once")) == 2, 10)
+    assert len(kinds(r, prefix, "fail")) == 3  # attempts=3
+    dead = {f[b"taskName"]: f for _, f in r.xrange(dlq)}
+    assert dead[b"fail"][b"reason"] == b"failed"
+    assert dead[b"fail"][b"errorType"] == b"ValueError"
+    assert b"failing on purpose" in dead[b"fail"][b"errorMessage"]
+    assert b"Traceback" in dead[b"fail"][b"traceback"]
+    assert dead[b"fail"][b"deliveryCount"] == b"3"
+    assert dead[b"reject"][b"errorMessage"] == b"not for us"
+    assert dead[b"reject"][b"queue"] == keys.stream("default").encode()
+    wait_until(lambda: settled(r, keys), 10)
+
+
+@pytest.mark.parametrize("task", ["exit", "segfault"])
+def test_crashing_child_is_replaced_and_job_dead_lettered(task, client, r, keys, prefix, start_worker):
+    client.enqueue(task, {"t": task})
+    client.enqueue_many([("record", {"i": i}) for i in range(20)])
+    w = start_worker("-c", "2", "--max-deliveries", "3")
+    dlq = keys.dead_letter("default")
+    wait_until(lambda: r.xlen(dlq) == 1, 30, message=lambda: w.log()[-3000:])
+    (_, f), = r.xrange(dlq)
+    assert f[b"reason"] == b"worker-lost"
+    assert f[b"deliveryCount"] == b"3"
+    assert len(kinds(r, prefix, task)) == 3
+    wait_until(lambda: len(kinds(r, prefix, "record")) == 20, 10)
+    assert w.proc.poll() is None
+    w.wait_children(2)
+    wait_until(lambda: settled(r, keys), 10)
+
+
+def test_sigkill_of_child_mid_job_retries_it(client, r, keys, prefix, start_worker):
+    client.enqueue("die-once", {"x": 1})
+    w = start_worker("-c", "1")
+    wait_until(lambda: kinds(r, prefix, "die-once"), 20)
+    victim = kinds(r, prefix, "die-once")[0]["pid"]
+    psutil.Process(victim).kill()
+    wait_until(lambda: len(kinds(r, prefix, "die-once")) == 2, 20, message=lambda: w.log()[-2000:])
+    second = kinds(r, prefix, "die-once")[1]
+    assert second["attempt"] == 2 and second["pid"] != victim
+    wait_until(lambda: settled(r, keys), 10)
+    assert "worker-lost" not in {f[b"reason"].decode() for _, f in r.xrange(keys.dead_letter("default"))}
+
+
+def test_infinite_loop_past_timeout_is_killed(client, r, keys, prefix, start_worker):
+    client.enqueue("forever", {})
+    client.enqueue_many([("record", {"i": i}) for i in range(5)])
+    w = start_worker("-c", "1")
+    dlq = keys.dead_letter("default")
+    wait_until(lambda: r.xlen(dlq) == 1, 20, message=lambda: w.log()[-2000:])
+    (_, f), = r.xrange(dlq)
+    assert f[b"reason"] == b"timeout"
+    assert "passed its 0.5s time limit" in w.log()
+    wait_until(lambda: len(kinds(r, prefix, "record")) == 5, 10)
+    assert w.proc.poll() is None
+
+
+def test_memory_hog_is_recycled_between_jobs(client, r, keys, prefix, start_worker):
+    client.enqueue("hog", {"mb": 150})
+    w = start_worker("-c", "1", "--max-memory-per-child", "100")
+    wait_until(lambda: kinds(r, prefix, "hog"), 20)
+    hog_pid = kinds(r, prefix, "hog")[0]["pid"]
+    wait_until(lambda: "recycling it after its job" in w.log(), 10)
+    client.enqueue("record", {"after": True})
+    wait_until(lambda: kinds(r, prefix, "record"), 10)
+    assert kinds(r, prefix, "record")[0]["pid"] != hog_pid
+    wait_until(lambda: not psutil.pid_exists(hog_pid), 10)  # exited and reaped
+    wait_until(lambda: settled(r, keys), 10)
+
+
+def test_max_tasks_per_child_recycles(client, r, prefix, start_worker):
+    client.enqueue_many([("record", {"i": i}) for i in range(12)])
+    start_worker("-c", "1", "--max-tasks-per-child", "5")
+    wait_until(lambda: len(kinds(r, prefix, "record")) == 12, 20)
+    pids = [e["pid"] for e in kinds(r, prefix, "record")]
+    assert len(set(pids)) == 3  # 5 + 5 + 2
+
+
+def test_sigterm_under_load_loses_nothing(client, r, keys, prefix, start_worker):
+    ids = client.enqueue_many([("slow", {"i": i, "s": 0.05}) for i in range(200)])
+    w = start_worker("-c", "2")
+    wait_until(lambda: len(kinds(r, prefix, "slow")) >= 10, 20)
+    kids = w.children()
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0, w.log()
+    for k in kids:
+        assert not k.is_running() or k.status() == psutil.STATUS_ZOMBIE
+    done = {e["job"] for e in kinds(r, prefix, "slow")}
+    started = {e["job"] for e in kinds(r, prefix, "slow-start")}
+    assert started == done  # nothing was left half-run
+    stream = keys.stream("default")
+    assert pending(r, stream) == 0
+    left = {f[b"jobId"].decode() for _, f in r.xrange(stream)}
+    assert done | left == set(ids)
+    assert not done & left
+
+
+def test_second_sigint_stops_at_once_leaving_jobs_pending(client, r, keys, prefix, start_worker):
+    client.enqueue_many([("slow", {"i": i, "s": 20}) for i in range(2)])
+    w = start_worker("-c", "2")
+    wait_until(lambda: len(kinds(r, prefix, "slow-start")) == 2, 20)
+    w.signal(signal.SIGINT)
+    wait_until(lambda: "stopping gracefully" in w.log(), 10)
+    w.signal(signal.SIGINT)
+    assert w.wait(10) == 1
+    assert pending(r, keys.stream("default")) == 2  # recoverable by the reclaimer
+
+
+def test_sighup_replaces_children_and_ttin_ttou_scale(client, r, prefix, start_worker):
+    w = start_worker("-c", "2")
+    before = {p.pid for p in w.wait_children(2)}
+    w.signal(signal.SIGHUP)
+    wait_until(lambda: len(w.children()) == 2 and not ({p.pid for p in w.children()} & before), 10)
+    w.signal(signal.SIGTTIN)
+    w.wait_children(3)
+    w.signal(signal.SIGTTOU)  # (two same signals sent at once may merge into one)
+    w.wait_children(2)
+    w.signal(signal.SIGTTOU)
+    w.wait_children(1)
+    client.enqueue("record", {"ok": 1})
+    wait_until(lambda: kinds(r, prefix, "record"), 10)
+    assert w.stop() == 0
+
+
+def test_process_titles(client, r, prefix, start_worker):
+    w = start_worker("-c", "2", "--queues", "urgent,default")
+    kids = w.wait_children(2)
+    wait_until(lambda: "master [urgent,default] 0/2 busy" in " ".join(psutil.Process(w.pid).cmdline()), 10)
+    wait_until(lambda: all("idle" in " ".join(k.cmdline()) for k in kids), 10)
+    client.enqueue("slow", {"s": 2})
+    wait_until(lambda: any("running slow" in " ".join(k.cmdline()) for k in kids), 10)
+    wait_until(lambda: "1/2 busy" in " ".join(psutil.Process(w.pid).cmdline()), 10)
