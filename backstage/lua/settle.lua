@@ -17,13 +17,17 @@
 local group, consumer, delete = ARGV[1], ARGV[2], ARGV[3] == '1'
 local skipped = 0
 
+-- The group may be gone (FLUSHALL, a failover that lost it): then nothing
+-- is pending, side effects are skipped, and the entries still in the stream
+-- are delivered again once fetch.lua recreates the group.
 local function owned(stream, id)
-  local p = redis.call('XPENDING', stream, group, id, id, 1)
+  local p = redis.pcall('XPENDING', stream, group, id, id, 1)
+  if p.err then return false end
   return p[1] ~= nil and p[1][2] == consumer
 end
 
 local function ack(stream, id)
-  redis.call('XACK', stream, group, id)
+  redis.pcall('XACK', stream, group, id)
   if delete then redis.call('XDEL', stream, id) end
 end
 
@@ -38,7 +42,7 @@ while i <= n do
     -- unpack in slices: Lua's C stack holds ~8000 values
     for s = first, last, 1000 do
       local e = math.min(s + 999, last)
-      redis.call('XACK', stream, group, unpack(ARGV, s, e))
+      redis.pcall('XACK', stream, group, unpack(ARGV, s, e))
       if delete then redis.call('XDEL', stream, unpack(ARGV, s, e)) end
     end
     i = last + 1

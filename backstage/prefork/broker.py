@@ -94,6 +94,10 @@ class MasterBroker:
         self._fetch = self.redis.register_script(scripts.source("fetch"))
         self._settle = self.redis.register_script(scripts.source("settle"))
         self._promote = self.redis.register_script(scripts.source("promote"))
+        self._reclaim = self.redis.register_script(scripts.source("reclaim"))
+        self._renew = self.redis.register_script(scripts.source("renew"))
+        self._forget = self.redis.register_script(scripts.source("forget"))
+        self.dead_letters = [keys.dead_letter(q) for q in queues]
         self._wait_conn: Any = None
         self.waiting = False
 
@@ -153,6 +157,30 @@ class MasterBroker:
             args=[now_ms, limit, self.keys.prefix, dlq_maxlen],
         )
         return int(moved), int(parked), int(nxt)
+
+    # -- recovery --------------------------------------------------------------
+    def reclaim(self, cursors: list[bytes], min_idle_ms: int, count: int, max_deliveries: int,
+                dlq_maxlen: int, now_ms: int) -> tuple[list[Any], list[bytes], int, int]:
+        """XAUTOCLAIM idle entries of dead workers: (flat [si, id, fields, deliveries, ...],
+        new cursors, dead-lettered count, cleaned count)."""
+        entries, new_cursors, dead, cleaned = self._reclaim(
+            keys=[*self.streams, *self.dead_letters],
+            args=[self.group, self.consumer, min_idle_ms, count, max_deliveries, dlq_maxlen, now_ms,
+                  self.delete_flag, *cursors],
+        )
+        return entries, new_cursors, int(dead), int(cleaned)
+
+    def renew(self, ids_by_stream: Sequence[Sequence[bytes]]) -> int:
+        """Reset the idle time of our in-flight entries; returns how many are no longer ours."""
+        args: list[Any] = [self.group, self.consumer]
+        for ids in ids_by_stream:
+            args += (len(ids), *ids)
+        return int(self._renew(keys=self.streams, args=args))
+
+    def forget_dead_consumers(self, min_idle_ms: int) -> list[str]:
+        """Remove consumers with nothing pending that were idle past ``min_idle_ms``."""
+        names = self._forget(keys=self.streams, args=[self.group, self.consumer, min_idle_ms])
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
     def fds(self) -> list[int]:
         """Socket fds a forked child must close (it never talks to Redis this way)."""

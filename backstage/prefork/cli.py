@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int,
                    help="jobs per frame to a child when jobs are fast, under 1 ms (default 32) [MAX_BATCH]")
     p.add_argument("--max-deliveries", type=int, help="deliveries before a crashing job is dead-lettered (default 5) [MAX_DELIVERIES]")
+    p.add_argument("--idle-timeout", type=float, metavar="S",
+                   help="seconds an entry may stay pending without renewal before another worker reclaims it "
+                        "(default 60) [IDLE_TIMEOUT]")
+    p.add_argument("--dead-letter-maxlen", type=int, metavar="N",
+                   help="approximate cap of each dead-letter stream (default 100000) [DEAD_LETTER_MAXLEN]")
+    p.add_argument("--redis-timeout", type=float, metavar="S",
+                   help="seconds a Redis command may take before it counts as failed (default 10) [REDIS_TIMEOUT]")
+    p.add_argument("--max-payload-bytes", type=int, metavar="N",
+                   help="larger payloads are dead-lettered as malformed (default 16 MiB) [MAX_PAYLOAD_BYTES]")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="(default info) [LOG_LEVEL]")
     p.add_argument("--log-format", choices=["text", "json"], help="(default text) [LOG_FORMAT]")
     return p
@@ -119,7 +128,8 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
     kw: dict[str, Any] = {}
     for name, conv in (("concurrency", int), ("max_tasks_per_child", int), ("max_memory_per_child", float),
                        ("grace_period", float), ("default_timeout", float), ("prefetch", int),
-                       ("max_batch", int), ("max_deliveries", int)):
+                       ("max_batch", int), ("max_deliveries", int), ("idle_timeout", float),
+                       ("dead_letter_maxlen", int), ("max_payload_bytes", int), ("redis_timeout", float)):
         v = _opt(args, name, conv)
         if v is not None:
             kw[name] = v

@@ -55,6 +55,7 @@ class WorkerConfig:
     promote_batch: int = 1000
     memory_check_interval: float = 1.0
     delete_on_ack: bool = True
+    redis_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         _positive("concurrency", self.concurrency, integer=True)
@@ -86,3 +87,4 @@ class WorkerConfig:
         _positive("promote_interval", self.promote_interval)
         _positive("promote_batch", self.promote_batch, integer=True)
         _positive("memory_check_interval", self.memory_check_interval)
+        _positive("redis_timeout", self.redis_timeout)

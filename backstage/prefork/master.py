@@ -101,7 +101,8 @@ class Master:
         self.keys = Keys(config.prefix)
         self.queues = list(config.queues)
         self.broker = MasterBroker(config.redis_url, self.keys, config.group, config.consumer,
-                                   config.queues, delete_on_ack=config.delete_on_ack)
+                                   config.queues, delete_on_ack=config.delete_on_ack,
+                                   socket_timeout=config.redis_timeout)
         self.stream_keys = self.broker.streams
         self.concurrency = config.concurrency
         self.children: list[Child] = []
@@ -119,6 +120,10 @@ class Master:
         self.redis_down_until = 0.0
         self.redis_backoff = 0.0
         self.next_promote = 0.0
+        self.next_reclaim = 0.0
+        self.next_renew = self.clock() + config.idle_timeout / 3
+        self.next_forget = self.clock() + config.idle_timeout
+        self.reclaim_cursors = [b"0-0"] * len(self.queues)
         self.next_memory = 0.0
         self.next_title = 0.0
         self.hooks: list[Callable[[], Any]] = list(app.child_start_hooks)
@@ -185,8 +190,8 @@ class Master:
         now = self.clock()
         self.reap()
         self.kill_overdue(now)
-        self.timers(now)
         self.settle()
+        self.timers(now)
         self.fetch()
         self.dispatch()
         self.top_up()
@@ -194,7 +199,8 @@ class Master:
 
     def _next_deadline(self) -> float:
         now = self.clock()
-        d = min(self.next_promote, self.next_memory, self.next_title, self.stop_deadline, now + 1.0)
+        d = min(self.next_promote, self.next_reclaim, self.next_renew, self.next_forget, self.next_memory,
+                self.next_title, self.stop_deadline, now + 1.0)
         if self.redis_down_until > now:
             d = min(d, self.redis_down_until)
         elif self.batch.count or (not self.drained and not self.stopping and self._room() > 0):
@@ -518,7 +524,8 @@ class Master:
         self._unregister_wait()
         self.broker.drop_wait()
 
-    def accept(self, si: int, entry_id: bytes, flat: list[bytes]) -> None:
+    def accept(self, si: int, entry_id: bytes, flat: list[bytes], deliveries: int = 1) -> None:
+        """Take a fetched (or reclaimed, ``deliveries`` > 1) entry: buffer it, or dead-letter bad input."""
         fields = dict(zip(flat[::2], flat[1::2]))
         raw_task = fields.get(b"taskName")
         if not raw_task:
@@ -536,7 +543,8 @@ class Master:
                              f"payload of {len(payload)} bytes exceeds the {self.cfg.max_payload_bytes}-byte limit", 1)
             return
         try:
-            attempt = int(fields.get(b"attempt", b"1"))
+            # a reclaimed entry was already tried by a worker that died with it
+            attempt = int(fields.get(b"attempt", b"1")) + deliveries - 1
             raw_timeout = fields.get(b"timeout")
             timeout = int(raw_timeout) / 1000.0 if raw_timeout is not None else (task.timeout or self.cfg.default_timeout)
             if attempt < 1 or (timeout is not None and timeout <= 0):
@@ -669,9 +677,79 @@ class Master:
                     self.next_promote = now + min(wait, self.cfg.promote_interval)
                 if moved:
                     self.drained = False
+        if now >= self.next_renew and now >= self.redis_down_until:
+            self.next_renew = now + self.cfg.idle_timeout / 3
+            self.renew()
+        if now >= self.next_reclaim and not self.stopping and now >= self.redis_down_until:
+            self.next_reclaim = now + max(self.cfg.idle_timeout / 4, 0.05)
+            self.reclaim()
+        if now >= self.next_forget and now >= self.redis_down_until:
+            self.next_forget = now + self.cfg.idle_timeout
+            self.forget_dead_consumers()
         if now >= self.next_memory:
             self.next_memory = now + self.cfg.memory_check_interval
             self.check_memory()
+
+    def renew(self) -> None:
+        """Keep our in-flight and buffered entries fresh so no reclaimer takes them."""
+        ids: list[list[bytes]] = [[] for _ in self.queues]
+        for job in self.buffer:
+            ids[job.si].append(job.id)
+        for c in self.children:
+            for job in c.inflight:
+                ids[job.si].append(job.id)
+        if not any(ids):
+            return
+        try:
+            lost = self.broker.renew(ids)
+        except redis.RedisError as exc:
+            self._redis_error("renew", exc)
+            return
+        if lost:
+            log.warning("%d in-flight entries are no longer pending for us (reclaimed by another "
+                        "worker); their outcomes will not be applied twice", lost, extra={"event": "renew"})
+
+    def reclaim(self) -> None:
+        """Take over entries of dead workers (idle past idle_timeout)."""
+        room = min(self._room(), 100)
+        if room <= 0:
+            return
+        try:
+            entries, self.reclaim_cursors, dead, cleaned = self.broker.reclaim(
+                self.reclaim_cursors, round(self.cfg.idle_timeout * 1000), room,
+                self.cfg.max_deliveries, self.cfg.dead_letter_maxlen, wire.now_ms())
+        except redis.RedisError as exc:
+            self._redis_error("reclaim", exc)
+            return
+        taken = len(entries) // 4
+        if taken:
+            log.info("reclaimed %d entries idle for over %gs from dead workers", taken, self.cfg.idle_timeout,
+                     extra={"event": "reclaim"})
+        if dead:
+            log.error("dead-lettered %d entries delivered more than %d times (max-deliveries)", dead,
+                      self.cfg.max_deliveries, extra={"event": "dead-letter"})
+        if cleaned:
+            log.info("cleaned %d pending entries whose stream entry was deleted", cleaned,
+                     extra={"event": "reclaim"})
+        held = {job.id for job in self.buffer}
+        for c in self.children:
+            held.update(job.id for job in c.inflight)
+        for i in range(0, len(entries), 4):
+            if entries[i + 1] in held:
+                continue  # our own, still running (its renewal was late, e.g. after a Redis restart)
+            self.accept(int(entries[i]) - 1, entries[i + 1], entries[i + 2], int(entries[i + 3]))
+        if taken >= room:
+            self.next_reclaim = self.clock()  # more may be waiting
+
+    def forget_dead_consumers(self) -> None:
+        try:
+            gone = self.broker.forget_dead_consumers(round(self.cfg.idle_timeout * 2000))
+        except redis.RedisError as exc:
+            self._redis_error("consumer clean-up", exc)
+            return
+        if gone:
+            log.info("removed %d dead consumers from group %s: %s", len(gone), self.cfg.group,
+                     ", ".join(gone), extra={"event": "consumers-removed"})
 
     def check_memory(self) -> None:
         limit = self.cfg.max_memory_per_child
