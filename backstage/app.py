@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar, overload
 
 from .client import AsyncClient, Client, Job, TaskDefaults
+from .cron import CronEntry
 from .errors import ConfigError, InvalidJobError
 from .keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
 from .redis_conn import resolve_url
-from .wire import Backoff
+from .wire import Backoff, encode_payload
 
 __all__ = ["Backstage", "Task", "Next"]
 
@@ -98,7 +99,68 @@ class Backstage:
         self.name = name
         self.tasks: dict[str, Task] = {}
         self.child_start_hooks: list[Callable[[], Any]] = []
+        self.cron_entries: list[CronEntry] = []
+        self.broadcast_handlers: dict[str, list[Callable[[Any], Any]]] = {}
         self._client: Client | None = None
+
+    def cron(
+        self,
+        expr: str,
+        task: str,
+        payload: Any = None,
+        *,
+        tz: str = "UTC",
+        queue: str | None = None,
+        priority: str | None = None,
+        name: str | None = None,
+        catch_up: str = "latest",
+    ) -> CronEntry:
+        """Enqueue ``task`` on a cron schedule; each tick fires once however many workers run.
+
+        Args:
+            expr: 5 fields (``*/5 * * * *``), a 6th for seconds (``* * * * * */10``),
+                or ``@hourly``-style macros.
+            tz: IANA zone the expression is read in (DST as croniter does it).
+            catch_up: ``"latest"`` fires the most recent tick missed while no
+                worker ran, once; ``"skip"`` fires none.
+            name: unique id of the entry (default ``task@expr``).
+
+        Raises:
+            ConfigError naming the expression when it, the zone or the name is invalid.
+        """
+        if not isinstance(task, str) or not task:
+            raise ConfigError(f"cron {expr!r}: task must be a non-empty string")
+        if queue is not None and priority is not None:
+            raise ConfigError(f"cron {expr!r}: give queue= or priority=, not both")
+        q = priority if priority is not None else queue
+        if q is None:
+            t = self.tasks.get(task)
+            q = t.queue if t is not None and t.queue else "default"
+        try:
+            validate_queue(q)
+            payload_json = encode_payload(task, payload)
+        except InvalidJobError as exc:
+            raise ConfigError(f"cron {expr!r}: {exc}") from None
+        entry_name = name if name is not None else f"{task}@{expr}".replace(" ", "_")
+        entry = CronEntry(expr, task, payload_json, tz, q, entry_name, catch_up)
+        if any(e.name == entry.name for e in self.cron_entries):
+            raise ConfigError(f"cron {expr!r}: an entry named {entry.name!r} exists; pass name=")
+        self.cron_entries.append(entry)
+        return entry
+
+    def on_broadcast(self, task: str) -> Callable[[F], F]:
+        """Register a handler that runs in **every child of every worker** when
+        ``client.broadcast(task, payload)`` is sent (e.g. to clear a cache)."""
+        if not isinstance(task, str) or not task:
+            raise ConfigError(f"on_broadcast: task {task!r} must be a non-empty string")
+
+        def register(func: F) -> F:
+            if not callable(func):
+                raise ConfigError(f"on_broadcast: {func!r} is not callable")
+            self.broadcast_handlers.setdefault(task, []).append(func)
+            return func
+
+        return register
 
     def on_child_start(self, func: F) -> F:
         """Register a function each prefork child runs once, after the fork and

@@ -1,6 +1,6 @@
 """``backstage`` (also ``python -m backstage``): the operator's command line.
 
-Commands: ``enqueue`` and ``inspect``. Every command takes
+Commands: ``enqueue``, ``inspect``, ``workers`` and ``control``. Every command takes
 ``--redis-url/--prefix/--group`` (with BACKSTAGE_* environment fallbacks) and
 ``--json``. Errors are one line on stderr and a non-zero exit code.
 """
@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--attempts", type=int)
     e.add_argument("--timeout", type=float, help="time limit in seconds")
     _common(e)
+
+    w = sub.add_parser("workers", help="live backstage-prefork masters (from their heartbeats)")
+    _common(w)
+
+    c = sub.add_parser("control", help="remote control of live masters: ping, shutdown, pause, resume, concurrency")
+    c.add_argument("cmd", choices=["ping", "shutdown", "pause", "resume", "concurrency"])
+    c.add_argument("value", nargs="?", help="the queue (pause/resume) or number of children (concurrency)")
+    c.add_argument("--worker", help="only this consumer (default: every live master)")
+    c.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers (default 2)")
+    _common(c)
 
     i = sub.add_parser("inspect", help="per-queue lengths, pending entries, lag, dead letters")
     i.add_argument("--queues", default=None, help="comma-separated queues (default: every queue found)")
@@ -139,12 +149,66 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(heads: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r_[i]) for r_ in rows)) if rows else len(h) for i, h in enumerate(heads)]
+    print("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
+    for r_ in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r_, widths)))
+
+
+def _worker_row(w: dict[str, Any]) -> list[str]:
+    up = time.time() - float(w.get("started_at", time.time()))
+    return [str(w.get("consumer", "?")), f"{w.get('host', '?')}:{w.get('pid', '?')}",
+            ",".join(w.get("queues", [])) + (f" (paused {','.join(w['paused'])})" if w.get("paused") else ""),
+            f"{w.get('busy', 0)}/{w.get('children', 0)}", str(w.get("processed", 0)), str(w.get("failed", 0)),
+            f"{int(w.get('rss', 0)) / 1048576:.0f} MB", f"{up:.0f}s", str(w.get("version", "?"))]
+
+
+_WORKER_HEADS = ("CONSUMER", "HOST:PID", "QUEUES", "BUSY", "PROCESSED", "FAILED", "RSS", "UP", "VERSION")
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    url, prefix, _ = _settings(args)
+    with Client(url, prefix=prefix) as client:
+        workers = client.workers()
+    if args.json:
+        print(orjson.dumps(workers).decode())
+    elif not workers:
+        print("no live workers")
+    else:
+        _table(_WORKER_HEADS, [_worker_row(w) for w in workers])
+    return 0
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    url, prefix, _ = _settings(args)
+    value: Any = args.value
+    if args.cmd in ("pause", "resume") and not value:
+        raise BackstageError(f"control {args.cmd}: name the queue, e.g. backstage control {args.cmd} low")
+    if args.cmd == "concurrency":
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise BackstageError(f"control concurrency: {value!r} is not a number of children") from None
+    with Client(url, prefix=prefix) as client:
+        answers = client.control(args.cmd, value, target=args.worker, timeout=args.timeout)
+    if args.json:
+        print(orjson.dumps(answers).decode())
+    elif args.cmd == "ping" and answers:
+        _table(_WORKER_HEADS, [_worker_row(a) for a in answers])
+    else:
+        for a in answers:
+            print(f"{a['consumer']}: {'ok' if a.get('ok') else a.get('error', 'failed')}")
+        if not answers:
+            print("no answer")
+    return 0 if answers else EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"enqueue": cmd_enqueue, "inspect": cmd_inspect, "workers": cmd_workers, "control": cmd_control}
     try:
-        if args.command == "enqueue":
-            return cmd_enqueue(args)
-        return cmd_inspect(args)
+        return commands[args.command](args)
     except BackstageError as exc:
         print(f"backstage: {exc}", file=sys.stderr)
         return EXIT_ERROR

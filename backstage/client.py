@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
-from . import redis_conn, resp, scripts
+from . import presence, redis_conn, resp, scripts
 from .errors import BrokerError, ConfigError, InvalidJobError
 from .keys import DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
 from .wire import Backoff, encode_entry, encode_payload, encode_scheduled, now_ms
@@ -422,6 +422,42 @@ class Client(_Producer):
         with redis_conn.translate_errors(self.where):
             sid = self.redis.xadd(self.keys.broadcast, fields, maxlen=BROADCAST_MAXLEN, approximate=True)
         return sid.decode() if isinstance(sid, bytes) else str(sid)
+
+    # -- presence and remote control ---------------------------------------------
+    def workers(self) -> list[dict[str, Any]]:
+        """Live ``backstage-prefork`` masters, from their heartbeats: consumer, host,
+        pid, queues, concurrency, busy, processed, failed, rss, started_at, version."""
+        self._ready()
+        with redis_conn.translate_errors(self.where):
+            return presence.live_workers(self.redis, self.keys)
+
+    def control(self, command: str, value: Any = None, *, target: str | None = None,
+                timeout: float = 2.0) -> list[dict[str, Any]]:
+        """Send a command to every live master (or only ``target``) and collect answers.
+
+        Commands: ``ping`` (each answers with its presence), ``shutdown``
+        (graceful), ``pause``/``resume`` (``value``: a queue; pausing is kept
+        in Redis, so masters started later honour it too), ``concurrency``
+        (``value``: children per master). Returns the answers that came
+        within ``timeout`` seconds, one per master.
+        """
+        if command not in presence.COMMANDS:
+            raise InvalidJobError(f"control command {command!r}: use one of {', '.join(presence.COMMANDS)}")
+        if command in ("pause", "resume"):
+            validate_queue(value)
+        if command == "concurrency" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidJobError(f"control concurrency {value!r}: expected an integer >= 1")
+        self._ready()
+        request = new_job_id()
+        key = presence.reply_key(self.keys, request)
+        with redis_conn.translate_errors(self.where):
+            live = presence.live_consumers(self.redis, self.keys)
+            expected = 1 if target is not None else len(live)
+            if command in ("pause", "resume"):
+                presence.set_paused(self.redis, self.keys, [value], command == "pause")
+            self.broadcast(presence.CONTROL_TASK, {"cmd": command, "value": value, "target": target,
+                                                   "reply_to": key, "id": request})
+            return presence.collect_replies(self.redis, key, expected, timeout)
 
     def close(self) -> None:
         self.redis.close()

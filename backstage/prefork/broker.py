@@ -97,6 +97,8 @@ class MasterBroker:
         self._reclaim = self.redis.register_script(scripts.source("reclaim"))
         self._renew = self.redis.register_script(scripts.source("renew"))
         self._forget = self.redis.register_script(scripts.source("forget"))
+        self._cron_fire = self.redis.register_script(scripts.source("cron_fire"))
+        self.broadcast_group = keys.broadcast_group(consumer)
         self.dead_letters = [keys.dead_letter(q) for q in queues]
         self._wait_conn: Any = None
         self.waiting = False
@@ -110,21 +112,26 @@ class MasterBroker:
         return SettleBatch(self.keys.scheduled, self.streams)
 
     # -- fetching ----------------------------------------------------------
-    def fetch(self, count: int) -> tuple[list[Any], list[bytes]]:
-        """Up to ``count`` new entries, most urgent stream first.
+    def fetch(self, count: int, active: Sequence[int]) -> tuple[list[Any], list[bytes]]:
+        """Up to ``count`` new entries from the streams at positions ``active``
+        (the unpaused ones), most urgent first.
 
-        Returns (flat [si, id, fields, ...], tails); tails are the streams'
+        Returns (flat [si, id, fields, ...], tails); tails are those streams'
         last ids when fewer than ``count`` were available, else empty.
         """
-        entries, tails = self._fetch(keys=self.streams, args=[self.group, self.consumer, count])
+        entries, tails = self._fetch(keys=[self.streams[i] for i in active],
+                                     args=[self.group, self.consumer, count])
+        for i in range(0, len(entries), 3):
+            entries[i] = active[int(entries[i]) - 1]
         return entries, tails
 
-    def start_wait(self, tails: Sequence[bytes], block_ms: int) -> int:
+    def start_wait(self, tails: Sequence[bytes], active: Sequence[int], block_ms: int) -> int:
         """Send ``XREAD BLOCK`` from the given tails; return the socket fd to watch."""
         if self._wait_conn is None:
             self._wait_conn = self.redis.connection_pool.get_connection()
         conn = self._wait_conn
-        conn.send_command("XREAD", "BLOCK", block_ms, "COUNT", 1, "STREAMS", *self.streams, *tails)
+        conn.send_command("XREAD", "BLOCK", block_ms, "COUNT", 1, "STREAMS",
+                          *[self.streams[i] for i in active], *tails)
         self.waiting = True
         return int(conn._sock.fileno())  # redis-py keeps the socket here; no public accessor
 
@@ -159,16 +166,23 @@ class MasterBroker:
         return int(moved), int(parked), int(nxt)
 
     # -- recovery --------------------------------------------------------------
-    def reclaim(self, cursors: list[bytes], min_idle_ms: int, count: int, max_deliveries: int,
-                dlq_maxlen: int, now_ms: int) -> tuple[list[Any], list[bytes], int, int]:
-        """XAUTOCLAIM idle entries of dead workers: (flat [si, id, fields, deliveries, ...],
-        new cursors, dead-lettered count, cleaned count)."""
+    def reclaim(self, cursors: list[bytes], active: Sequence[int], min_idle_ms: int, count: int,
+                max_deliveries: int, dlq_maxlen: int, now_ms: int) -> tuple[list[Any], int, int]:
+        """XAUTOCLAIM idle entries of dead workers from the streams at ``active``.
+
+        Returns (flat [si, id, fields, deliveries, ...], dead-lettered count,
+        cleaned count); ``cursors`` (one per subscribed stream) is advanced in place.
+        """
         entries, new_cursors, dead, cleaned = self._reclaim(
-            keys=[*self.streams, *self.dead_letters],
+            keys=[*(self.streams[i] for i in active), *(self.dead_letters[i] for i in active)],
             args=[self.group, self.consumer, min_idle_ms, count, max_deliveries, dlq_maxlen, now_ms,
-                  self.delete_flag, *cursors],
+                  self.delete_flag, *(cursors[i] for i in active)],
         )
-        return entries, new_cursors, int(dead), int(cleaned)
+        for i, cursor in zip(active, new_cursors):
+            cursors[i] = cursor
+        for i in range(0, len(entries), 4):
+            entries[i] = active[int(entries[i]) - 1]
+        return entries, int(dead), int(cleaned)
 
     def renew(self, ids_by_stream: Sequence[Sequence[bytes]]) -> int:
         """Reset the idle time of our in-flight entries; returns how many are no longer ours."""
@@ -181,6 +195,51 @@ class MasterBroker:
         """Remove consumers with nothing pending that were idle past ``min_idle_ms``."""
         names = self._forget(keys=self.streams, args=[self.group, self.consumer, min_idle_ms])
         return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+    # -- cron, broadcast, presence ---------------------------------------------------
+    def fire_cron(self, name: str, tick_ms: int, ttl_ms: int, stream: str, fields: Sequence[Any]) -> bool:
+        """Enqueue one cron tick unless some master already did; True if this call fired it."""
+        marker = self.keys.cron_marker(name, tick_ms)
+        last = f"{self.keys.prefix}:cron:{name}:last"
+        return bool(self._cron_fire(keys=[marker, last, stream], args=[ttl_ms, tick_ms, *fields]))
+
+    def last_cron_tick(self, name: str) -> int | None:
+        raw = self.redis.get(f"{self.keys.prefix}:cron:{name}:last")
+        return int(raw) if raw is not None else None
+
+    def join_broadcast(self) -> None:
+        """Create this worker's broadcast group at ``$``: only messages sent from now on."""
+        try:
+            self.redis.xgroup_create(self.keys.broadcast, self.broadcast_group, id="$", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read_broadcasts(self, count: int = 100) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """New broadcast messages (NOACK: at most once per worker)."""
+        try:
+            res = self.redis.xreadgroup(self.broadcast_group, self.consumer, {self.keys.broadcast: ">"},
+                                        count=count, noack=True)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.join_broadcast()
+            return []
+        return [(mid, fields) for _, entries in (res or []) for mid, fields in entries if fields]
+
+    def forget_dead_broadcast_groups(self, live: set[str]) -> list[str]:
+        """Destroy ``broadcast-<consumer>`` groups whose worker is not alive."""
+        try:
+            groups = self.redis.xinfo_groups(self.keys.broadcast)
+        except redis.ResponseError:
+            return []
+        gone = []
+        for g in groups:
+            name = g["name"].decode()
+            if name.startswith("broadcast-") and name != self.broadcast_group and name[len("broadcast-"):] not in live:
+                self.redis.xgroup_destroy(self.keys.broadcast, name)
+                gone.append(name)
+        return gone
 
     def fds(self) -> list[int]:
         """Socket fds a forked child must close (it never talks to Redis this way)."""

@@ -142,6 +142,9 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
             for seq, task_name, job_id, attempt, plen in meta:
                 payload = blob[pos:pos + plen]
                 pos += plen
+                if kind == ipc.BROADCAST:
+                    _run_broadcast(app, task_name, payload)
+                    continue
                 if shown != task_name:
                     _title(f"{name} running {task_name}")
                     shown = task_name
@@ -182,3 +185,19 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
         if loop is not None:
             loop.close()
 
+
+def _run_broadcast(app: "Backstage", task_name: str, payload: bytes) -> None:
+    """Run every ``@app.on_broadcast(task_name)`` handler; errors are logged, never fatal."""
+    handlers = app.broadcast_handlers.get(task_name, ())
+    if not handlers:
+        return
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        print(f"backstage: broadcast {task_name!r} has an invalid JSON payload; ignored", file=sys.stderr)
+        return
+    for handler in handlers:
+        try:
+            handler(value)
+        except Exception:  # noqa: BLE001 - a broadcast handler must not take the child down
+            traceback.print_exc()

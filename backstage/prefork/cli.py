@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="approximate cap of each dead-letter stream (default 100000) [DEAD_LETTER_MAXLEN]")
     p.add_argument("--redis-timeout", type=float, metavar="S",
                    help="seconds a Redis command may take before it counts as failed (default 10) [REDIS_TIMEOUT]")
+    p.add_argument("--heartbeat-interval", type=float, metavar="S",
+                   help="seconds between presence heartbeats; a worker is gone 3 intervals after its last "
+                        "(default 2) [HEARTBEAT_INTERVAL]")
     p.add_argument("--max-payload-bytes", type=int, metavar="N",
                    help="larger payloads are dead-lettered as malformed (default 16 MiB) [MAX_PAYLOAD_BYTES]")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="(default info) [LOG_LEVEL]")
@@ -129,7 +132,8 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
     for name, conv in (("concurrency", int), ("max_tasks_per_child", int), ("max_memory_per_child", float),
                        ("grace_period", float), ("default_timeout", float), ("prefetch", int),
                        ("max_batch", int), ("max_deliveries", int), ("idle_timeout", float),
-                       ("dead_letter_maxlen", int), ("max_payload_bytes", int), ("redis_timeout", float)):
+                       ("dead_letter_maxlen", int), ("max_payload_bytes", int), ("redis_timeout", float),
+                       ("heartbeat_interval", float)):
         v = _opt(args, name, conv)
         if v is not None:
             kw[name] = v

@@ -6,9 +6,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidJobError
 from ..keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, validate_queue
-from ..errors import InvalidJobError
 
 __all__ = ["WorkerConfig", "default_consumer"]
 
@@ -56,6 +55,8 @@ class WorkerConfig:
     memory_check_interval: float = 1.0
     delete_on_ack: bool = True
     redis_timeout: float = 10.0
+    heartbeat_interval: float = 2.0
+    broadcast_interval: float = 0.2
 
     def __post_init__(self) -> None:
         _positive("concurrency", self.concurrency, integer=True)
@@ -88,3 +89,7 @@ class WorkerConfig:
         _positive("promote_batch", self.promote_batch, integer=True)
         _positive("memory_check_interval", self.memory_check_interval)
         _positive("redis_timeout", self.redis_timeout)
+        _positive("heartbeat_interval", self.heartbeat_interval)
+        _positive("broadcast_interval", self.broadcast_interval)
+        if ":" in self.consumer or self.consumer in ("paused", "reply"):
+            raise ConfigError(f"consumer={self.consumer!r}: must not contain ':' nor be 'paused' or 'reply'")

@@ -6,7 +6,8 @@ Master → child, a *job frame*::
 
 ``kind`` 1 carries jobs: meta is ``[[seq, task, job_id, attempt, payload_len], ...]``
 and blob the payloads, concatenated, exactly as read from Redis: the master
-never decodes a payload. Other kinds are reserved for later message types.
+never decodes a payload. ``kind`` 2 carries broadcast messages the same way
+(seq 0); the child runs its ``@app.on_broadcast`` handlers and answers nothing.
 
 Child → master, an *outcome frame*: ``<u32 length> <orjson list>``, one of::
 
@@ -27,9 +28,10 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 
-__all__ = ["JOBS", "pack_jobs", "pack_outcome", "FrameReader", "JobFrameReader", "write_all", "set_pipe_size"]
+__all__ = ["JOBS", "BROADCAST", "pack_jobs", "pack_outcome", "FrameReader", "JobFrameReader", "write_all", "set_pipe_size"]
 
 JOBS = 1
+BROADCAST = 2
 
 _JOB_HEAD = struct.Struct("<BII")
 _OUT_HEAD = struct.Struct("<I")

@@ -32,6 +32,7 @@ from . import ipc, policy
 from .broker import MasterBroker
 from .child import CHILD_BOOT_FAILED, child_main
 from .config import WorkerConfig
+from .housekeeping import Housekeeper
 
 __all__ = ["Master", "EXIT_OK", "EXIT_FORCED", "EXIT_USAGE", "EXIT_APP", "EXIT_REDIS"]
 
@@ -124,6 +125,8 @@ class Master:
         self.next_renew = self.clock() + config.idle_timeout / 3
         self.next_forget = self.clock() + config.idle_timeout
         self.reclaim_cursors = [b"0-0"] * len(self.queues)
+        self.paused: set[str] = set()
+        self.house = Housekeeper(self)
         self.next_memory = 0.0
         self.next_title = 0.0
         self.hooks: list[Callable[[], Any]] = list(app.child_start_hooks)
@@ -162,6 +165,7 @@ class Master:
         log.info("master started: consumer=%s queues=%s concurrency=%d redis=%s",
                  self.cfg.consumer, ",".join(self.queues), self.concurrency, self.broker.where,
                  extra={"event": "start"})
+        self.house.start()
         try:
             self.top_up()
             while True:
@@ -200,7 +204,7 @@ class Master:
     def _next_deadline(self) -> float:
         now = self.clock()
         d = min(self.next_promote, self.next_reclaim, self.next_renew, self.next_forget, self.next_memory,
-                self.next_title, self.stop_deadline, now + 1.0)
+                self.next_title, self.stop_deadline, self.house.deadline(), now + 1.0)
         if self.redis_down_until > now:
             d = min(d, self.redis_down_until)
         elif self.batch.count or (not self.drained and not self.stopping and self._room() > 0):
@@ -484,27 +488,40 @@ class Master:
         if self.stopping or self.drained or self.fatal or self.clock() < self.redis_down_until:
             return
         room = self._room()
-        if room <= 0:
+        active = self.active_streams()
+        if room <= 0 or not active:
             return
         try:
-            entries, tails = self.broker.fetch(room)
+            entries, tails = self.broker.fetch(room, active)
         except redis.RedisError as exc:
             self._redis_error("fetch", exc)
             return
         self._redis_ok()
         for i in range(0, len(entries), 3):
-            self.accept(int(entries[i]) - 1, entries[i + 1], entries[i + 2])
+            self.accept(entries[i], entries[i + 1], entries[i + 2])
         if tails:
             self.drained = True
             if self.wait_fd is not None:
                 return  # an XREAD is already out; at worst it wakes us once for nothing
             try:
-                fd = self.broker.start_wait(tails, int(self.cfg.block_timeout * 1000))
+                fd = self.broker.start_wait(tails, active, int(self.cfg.block_timeout * 1000))
             except redis.RedisError as exc:
                 self._redis_error("wait", exc)
                 return
             self.wait_fd = fd
             self.sel.register(fd, selectors.EVENT_READ, ("wait", None))
+
+    def active_streams(self) -> list[int]:
+        """Positions of the subscribed streams that are not paused."""
+        return [i for i, q in enumerate(self.queues) if q not in self.paused]
+
+    def set_paused(self, paused: set[str]) -> None:
+        if paused != self.paused:
+            log.info("paused queues: %s", ", ".join(sorted(paused & set(self.queues))) or "none",
+                     extra={"event": "pause"})
+            self.paused = paused
+            self._stop_waiting()  # the outstanding XREAD may name a paused stream
+            self.drained = False
 
     def on_wait_readable(self) -> None:
         self._unregister_wait()
@@ -689,6 +706,8 @@ class Master:
         if now >= self.next_memory:
             self.next_memory = now + self.cfg.memory_check_interval
             self.check_memory()
+        if now >= self.redis_down_until:
+            self.house.tick(now)
 
     def renew(self) -> None:
         """Keep our in-flight and buffered entries fresh so no reclaimer takes them."""
@@ -714,9 +733,12 @@ class Master:
         room = min(self._room(), 100)
         if room <= 0:
             return
+        active = self.active_streams()
+        if not active:
+            return
         try:
-            entries, self.reclaim_cursors, dead, cleaned = self.broker.reclaim(
-                self.reclaim_cursors, round(self.cfg.idle_timeout * 1000), room,
+            entries, dead, cleaned = self.broker.reclaim(
+                self.reclaim_cursors, active, round(self.cfg.idle_timeout * 1000), room,
                 self.cfg.max_deliveries, self.cfg.dead_letter_maxlen, wire.now_ms())
         except redis.RedisError as exc:
             self._redis_error("reclaim", exc)
@@ -737,7 +759,7 @@ class Master:
         for i in range(0, len(entries), 4):
             if entries[i + 1] in held:
                 continue  # our own, still running (its renewal was late, e.g. after a Redis restart)
-            self.accept(int(entries[i]) - 1, entries[i + 1], entries[i + 2], int(entries[i + 3]))
+            self.accept(entries[i], entries[i + 1], entries[i + 2], int(entries[i + 3]))
         if taken >= room:
             self.next_reclaim = self.clock()  # more may be waiting
 
@@ -833,6 +855,7 @@ class Master:
             log.error("could not commit %d outcome(s): Redis unreachable; their jobs will be redelivered",
                       self.batch.count)
             return self.exit_code or EXIT_FORCED
+        self.house.stop()
         log.info("master stopped: processed=%d failed=%d exit code %d", self.processed, self.failed,
                  self.exit_code, extra={"event": "stopped"})
         return self.exit_code

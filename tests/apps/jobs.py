@@ -129,6 +129,17 @@ def die_once(p: dict) -> None:
         time.sleep(30)
 
 
+@app.on_broadcast("cache.clear")
+def clear_cache(p: dict) -> None:
+    record("broadcast", p)
+
+
+if os.environ.get("BT_CRON_EVERY_SECOND"):
+    app.cron("* * * * * *", "record", {"cron": "second"}, name="every-second")
+
+if os.environ.get("BT_CRON_MINUTELY"):
+    app.cron("* * * * *", "record", {"cron": "minute"}, name="minutely")
+
 if os.environ.get("BT_BOOT_FAIL"):
     @app.on_child_start
     def broken_boot() -> None:

@@ -1,0 +1,111 @@
+"""Presence and remote control: who is alive, and what to tell them.
+
+Owns the ``P:workers`` key family (ours):
+
+- ``P:workers`` sorted set: consumer → expiry (epoch ms) of its heartbeat;
+- ``P:workers:<consumer>`` its last heartbeat (JSON), with the same expiry;
+- ``P:workers:paused`` set of queue names no worker fetches from;
+- ``P:workers:reply:<id>`` list where workers answer a control command.
+
+Written by masters (heartbeats, replies), read by clients and the CLI.
+Control commands travel as broadcasts of the task ``backstage.control``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+import orjson
+import redis
+
+from .keys import Keys
+
+__all__ = ["CONTROL_TASK", "COMMANDS", "RESERVED_CONSUMERS", "heartbeat", "live_consumers", "live_workers",
+           "remove", "paused_queues", "set_paused", "reply", "collect_replies", "reply_key"]
+
+CONTROL_TASK = "backstage.control"
+COMMANDS = ("ping", "shutdown", "pause", "resume", "concurrency")
+RESERVED_CONSUMERS = frozenset({"paused", "reply"})
+REPLY_TTL_MS = 60_000
+
+
+def _workers(keys: Keys) -> str:
+    return f"{keys.prefix}:workers"
+
+
+def _paused(keys: Keys) -> str:
+    return f"{keys.prefix}:workers:paused"
+
+
+def reply_key(keys: Keys, request_id: str) -> str:
+    return f"{keys.prefix}:workers:reply:{request_id}"
+
+
+def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any], ttl_ms: int) -> set[str]:
+    """Publish one master's presence; returns the paused queues (one round trip)."""
+    now = int(time.time() * 1000)
+    pipe = r.pipeline(transaction=False)
+    pipe.set(keys.worker(consumer), orjson.dumps(info), px=ttl_ms)
+    pipe.zadd(_workers(keys), {consumer: now + ttl_ms})
+    pipe.zremrangebyscore(_workers(keys), "-inf", now)
+    pipe.smembers(_paused(keys))
+    return {q.decode() for q in pipe.execute()[3]}
+
+
+def remove(r: "redis.Redis", keys: Keys, consumer: str) -> None:
+    """Withdraw a master's presence (clean shutdown)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.delete(keys.worker(consumer))
+    pipe.zrem(_workers(keys), consumer)
+    pipe.execute()
+
+
+def live_consumers(r: "redis.Redis", keys: Keys) -> list[str]:
+    now = int(time.time() * 1000)
+    return [c.decode() for c in r.zrangebyscore(_workers(keys), now, "+inf")]
+
+
+def live_workers(r: "redis.Redis", keys: Keys) -> list[dict[str, Any]]:
+    """Heartbeats of the masters alive now, by consumer name."""
+    names = live_consumers(r, keys)
+    if not names:
+        return []
+    out = []
+    for raw in r.mget([keys.worker(n) for n in names]):
+        if raw is not None:
+            out.append(orjson.loads(raw))
+    return sorted(out, key=lambda w: w.get("consumer", ""))
+
+
+def paused_queues(r: "redis.Redis", keys: Keys) -> set[str]:
+    return {q.decode() for q in r.smembers(_paused(keys))}
+
+
+def set_paused(r: "redis.Redis", keys: Keys, queues: Iterable[str], paused: bool) -> None:
+    qs = list(queues)
+    if qs:
+        (r.sadd if paused else r.srem)(_paused(keys), *qs)
+
+
+def reply(r: "redis.Redis", key: str, answer: dict[str, Any]) -> None:
+    pipe = r.pipeline(transaction=False)
+    pipe.rpush(key, orjson.dumps(answer))
+    pipe.pexpire(key, REPLY_TTL_MS)
+    pipe.execute()
+
+
+def collect_replies(r: "redis.Redis", key: str, expected: int, timeout: float) -> list[dict[str, Any]]:
+    """Wait up to ``timeout`` seconds for ``expected`` answers (fewer if some never come)."""
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expected:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        got = r.blpop([key], timeout=max(left, 0.01))
+        if got is None:
+            break
+        out.append(orjson.loads(got[1]))
+    r.delete(key)
+    return out
