@@ -56,10 +56,11 @@ class Task:
     attempts: int | None = None
     backoff: Backoff | None = None
     app: "Backstage | None" = field(default=None, repr=False)
+    result_ttl: float | None = None
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.func)
-        self.defaults = TaskDefaults(self.queue, self.attempts, self.backoff, self.timeout)
+        self.defaults = TaskDefaults(self.queue, self.attempts, self.backoff, self.timeout, self.result_ttl)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -185,6 +186,7 @@ class Backstage:
         timeout: float | None = None,
         attempts: int | None = None,
         backoff: Backoff | None = None,
+        result_ttl: float | None = None,
     ) -> Callable[[F], Task]: ...
 
     def task(
@@ -196,12 +198,15 @@ class Backstage:
         timeout: float | None = None,
         attempts: int | None = None,
         backoff: Backoff | None = None,
+        result_ttl: float | None = None,
     ) -> Any:
         """Register a handler (``def`` or ``async def``) taking the payload.
 
         Use as ``@app.task("order.process", timeout=30, attempts=3)`` or bare
         ``@app.task`` (the name is then ``module.function``). ``queue`` or
         ``priority`` is where ``app.enqueue`` sends it by default.
+        ``result_ttl`` (seconds) keeps each job's status and return value for
+        ``client.status()`` / ``client.result()``; tasks without it pay nothing.
         """
         if callable(name):
             return self.task()(name)
@@ -223,6 +228,9 @@ class Backstage:
             raise ConfigError(f"@app.task: attempts={attempts!r} must be an integer >= 1")
         if backoff is not None and not isinstance(backoff, Backoff):
             raise ConfigError("@app.task: backoff= must be Backoff.fixed(...) or Backoff.exponential(...)")
+        if result_ttl is not None and (isinstance(result_ttl, bool) or not isinstance(result_ttl, (int, float))
+                                       or not 0 < result_ttl < math.inf):
+            raise ConfigError(f"@app.task: result_ttl={result_ttl!r} must be seconds > 0")
 
         def register(func: F) -> Task:
             if not callable(func):
@@ -232,7 +240,7 @@ class Backstage:
                 raise ConfigError(f"@app.task: name {task_name!r} must be a non-empty string")
             if task_name in self.tasks and self.tasks[task_name].func is not func:
                 raise ConfigError(f"task {task_name!r} is registered twice")
-            t = Task(task_name, func, q, timeout, attempts, backoff, app=self)
+            t = Task(task_name, func, q, timeout, attempts, backoff, app=self, result_ttl=result_ttl)
             self.tasks[task_name] = t
             return t
 

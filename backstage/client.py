@@ -9,17 +9,19 @@ prefork children when a handler enqueues more work.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import hashlib
 import itertools
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
-from . import presence, redis_conn, resp, scripts
+from . import presence, redis_conn, resp, results, scripts
 from .errors import BrokerError, ConfigError, InvalidJobError
 from .keys import DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
 from .wire import Backoff, encode_entry, encode_payload, encode_scheduled, now_ms
@@ -46,6 +48,7 @@ class TaskDefaults:
     attempts: int | None = None
     backoff: Backoff | None = None
     timeout: float | None = None
+    result_ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class Job:
     attempts: int | None = None
     backoff: Backoff | float | None = None
     timeout: float | None = None
+    result_ttl: float | None = None
 
 
 class _IdMaker:
@@ -96,7 +100,7 @@ class _Opts:
     """Checked options of one (task, options) combination, reused across a batch."""
 
     __slots__ = ("task", "task_b", "queue", "stream", "delay_ms", "at_ms", "dedupe", "ttl_ms",
-                 "attempts", "backoff", "timeout_ms", "extra", "_head", "_head_now")
+                 "attempts", "backoff", "timeout_ms", "result_ttl_ms", "extra", "extra_fields", "_head", "_head_now")
 
     def __init__(self) -> None:
         self._head_now = b""
@@ -158,6 +162,7 @@ class _Producer:
         attempts: int | None,
         backoff: Backoff | float | None,
         timeout: float | None,
+        result_ttl: float | None = None,
     ) -> _Opts:
         if not isinstance(task, str) or not task:
             raise InvalidJobError(f"task name {task!r}: expected a non-empty string")
@@ -200,6 +205,9 @@ class _Producer:
         o.attempts = attempts
         o.backoff = backoff
         o.timeout_ms = _seconds_to_ms("timeout", timeout, positive=True) if timeout is not None else None
+        if result_ttl is None and d is not None:
+            result_ttl = d.result_ttl
+        o.result_ttl_ms = _seconds_to_ms("result_ttl", result_ttl, positive=True) if result_ttl is not None else None
         extra: list[bytes] = []
         if attempts is not None:
             extra += (b"attempts", b"%d" % attempts)
@@ -207,6 +215,10 @@ class _Producer:
             extra += (b"backoff", backoff.to_wire().encode())
         if o.timeout_ms is not None:
             extra += (b"timeout", b"%d" % o.timeout_ms)
+        o.extra_fields = {}
+        if o.result_ttl_ms is not None:
+            extra += (b"resultTtl", b"%d" % o.result_ttl_ms)
+            o.extra_fields["resultTtl"] = str(o.result_ttl_ms)
         o.extra = extra
 
         o.delay_ms = 0
@@ -239,21 +251,34 @@ class _Producer:
         job_id = new_job_id()
         jid = job_id.encode()
         due = o.at_ms if o.at_ms is not None else now + o.delay_ms
+        lua = o.dedupe is not None or o.result_ttl_ms is not None
         if due <= now:
-            if o.dedupe is None:
+            if not lua:
                 cmd = b"%b$%d\r\n%b\r\n$5\r\njobId\r\n$%d\r\n%b\r\n" % (
                     o.xadd_head(now_b), len(payload_json), payload_json, len(jid), jid)
                 return _Prepared(o.task, job_id, "x", cmd)
             fields = [b"taskName", o.task_b, b"payload", payload_json, b"enqueuedAt", now_b, *o.extra, b"jobId", jid]
-            return _Prepared(o.task, job_id, "e", resp.pack_command(
-                (b"EVALSHA", self._enqueue_sha, 2, o.stream, o.dedupe, b"x", 1, 2, o.ttl_ms, len(fields), *fields)))
+            return _Prepared(o.task, job_id, "e", self._lua_job(o, b"x", o.stream.encode(), jid, now_b,
+                                                                (len(fields), *fields)))
         member = encode_scheduled(o.stream, o.queue, encode_entry(
             o.task, payload_json, enqueued_at=now, job_id=job_id, attempts=o.attempts,
-            backoff=o.backoff, timeout_ms=o.timeout_ms))
-        if o.dedupe is None:
+            backoff=o.backoff, timeout_ms=o.timeout_ms, extra=o.extra_fields))
+        if not lua:
             return _Prepared(o.task, job_id, "z", resp.pack_command((b"ZADD", self._scheduled_b, due, member)))
-        return _Prepared(o.task, job_id, "e", resp.pack_command(
-            (b"EVALSHA", self._enqueue_sha, 2, self._scheduled_b, o.dedupe, b"z", 1, 2, o.ttl_ms, due, member)))
+        return _Prepared(o.task, job_id, "e", self._lua_job(o, b"z", self._scheduled_b, jid, now_b, (due, member)))
+
+    def _lua_job(self, o: _Opts, mode: bytes, target: bytes, jid: bytes, now_b: bytes, tail: tuple[Any, ...]) -> bytes:
+        """EVALSHA enqueue.lua for one job that needs dedupe or result tracking."""
+        keys: list[bytes] = [target]
+        di = ri = 0
+        if o.dedupe is not None:
+            keys.append(o.dedupe)
+            di = len(keys)
+        if o.result_ttl_ms is not None:
+            keys.append(self.keys.result(jid.decode()).encode())
+            ri = len(keys)
+        return resp.pack_command((b"EVALSHA", self._enqueue_sha, len(keys), *keys, now_b, mode, 1, di, o.ttl_ms,
+                                  ri, o.result_ttl_ms or 0, o.task_b, *tail))
 
     def _prepare_one(self, task: str, payload: Any, **options: Any) -> _Prepared:
         now = now_ms()
@@ -268,7 +293,7 @@ class _Producer:
         for job in jobs:
             if isinstance(job, Job):
                 o = self._resolve(job.task, job.priority, job.queue, job.delay, job.at, job.dedupe_key,
-                                  job.dedupe_ttl, job.attempts, job.backoff, job.timeout)
+                                  job.dedupe_ttl, job.attempts, job.backoff, job.timeout, job.result_ttl)
                 out.append(self._pack(o, job.payload, now, now_b))
             elif isinstance(job, tuple) and len(job) == 2:
                 o2 = by_task.get(job[0]) if isinstance(job[0], str) else None
@@ -377,6 +402,7 @@ class Client(_Producer):
         attempts: int | None = None,
         backoff: Backoff | float | None = None,
         timeout: float | None = None,
+        result_ttl: float | None = None,
     ) -> str | None:
         """Enqueue one job.
 
@@ -391,6 +417,8 @@ class Client(_Producer):
             attempts: executions allowed before the job is dead-lettered.
             backoff: delay between attempts: a ``Backoff`` or fixed seconds.
             timeout: execution time limit in seconds.
+            result_ttl: keep the job's status and result this many seconds
+                (opt-in; read them with ``status()`` and ``result()``).
 
         Returns:
             The job id, or ``None`` when deduplicated.
@@ -401,7 +429,7 @@ class Client(_Producer):
         """
         p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
                               dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
-                              backoff=backoff, timeout=timeout)
+                              backoff=backoff, timeout=timeout, result_ttl=result_ttl)
         return self._execute((p,))[0]
 
     def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
@@ -422,6 +450,35 @@ class Client(_Producer):
         with redis_conn.translate_errors(self.where):
             sid = self.redis.xadd(self.keys.broadcast, fields, maxlen=BROADCAST_MAXLEN, approximate=True)
         return sid.decode() if isinstance(sid, bytes) else str(sid)
+
+    # -- status and results ---------------------------------------------------------
+    def status(self, job_id: str) -> str | None:
+        """``scheduled``, ``queued``, ``running``, ``done``, ``failed`` (a retry is
+        pending) or ``dead`` — for jobs enqueued with ``result_ttl`` (or whose task
+        has one); ``None`` when no status is kept (not opted in, unknown, expired)."""
+        self._ready()
+        with redis_conn.translate_errors(self.where):
+            raw = self.redis.hget(self.keys.result(job_id), "status")
+        return raw.decode() if raw is not None else None
+
+    def result(self, job_id: str, timeout: float | None = None, *, poll: float = 0.05) -> Any:
+        """Wait for a tracked job to end; return the handler's return value.
+
+        Raises:
+            JobFailed: the job was dead-lettered (its reason and last error attached).
+            ResultTimeout: ``timeout`` seconds passed first (``None``: wait forever).
+            ResultNotFound: no status is kept for ``job_id``.
+        """
+        self._ready()
+        key = self.keys.result(job_id)
+        waiter = results.Waiter(job_id, timeout, poll)
+        while True:
+            with redis_conn.translate_errors(self.where):
+                raw = self.redis.hgetall(key)
+            done, value = waiter.check(raw)
+            if done:
+                return value
+            time.sleep(value)
 
     # -- presence and remote control ---------------------------------------------
     def workers(self) -> list[dict[str, Any]]:
@@ -523,11 +580,12 @@ class AsyncClient(_Producer):
         attempts: int | None = None,
         backoff: Backoff | float | None = None,
         timeout: float | None = None,
+        result_ttl: float | None = None,
     ) -> str | None:
         """Enqueue one job; see :meth:`Client.enqueue`."""
         p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
                               dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
-                              backoff=backoff, timeout=timeout)
+                              backoff=backoff, timeout=timeout, result_ttl=result_ttl)
         return (await self._execute((p,)))[0]
 
     async def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
@@ -543,6 +601,26 @@ class AsyncClient(_Producer):
             sid = await self.redis.xadd(self.keys.broadcast, fields, maxlen=BROADCAST_MAXLEN, approximate=True)
         return sid.decode() if isinstance(sid, bytes) else str(sid)
 
+    async def status(self, job_id: str) -> str | None:
+        """See :meth:`Client.status`."""
+        await self._ready()
+        with redis_conn.translate_errors(self.where):
+            raw = await self.redis.hget(self.keys.result(job_id), "status")
+        return raw.decode() if raw is not None else None
+
+    async def result(self, job_id: str, timeout: float | None = None, *, poll: float = 0.05) -> Any:
+        """See :meth:`Client.result`."""
+        await self._ready()
+        key = self.keys.result(job_id)
+        waiter = results.Waiter(job_id, timeout, poll)
+        while True:
+            with redis_conn.translate_errors(self.where):
+                raw = await self.redis.hgetall(key)
+            done, value = waiter.check(raw)
+            if done:
+                return value
+            await asyncio.sleep(value)
+
     async def aclose(self) -> None:
         await self.redis.aclose()
 
@@ -553,7 +631,7 @@ class AsyncClient(_Producer):
         await self.aclose()
 
 
-_MANY_OPTS = ("priority", "queue", "delay", "at", "attempts", "backoff", "timeout")
+_MANY_OPTS = ("priority", "queue", "delay", "at", "attempts", "backoff", "timeout", "result_ttl")
 
 
 def _many_opts(given: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,9 @@ and each also subclasses the builtin it resembles, so callers may catch either::
     │   ├── RedisUnavailable (ConnectionError)  cannot reach Redis (names host:port, never the password)
     │   └── RedisVersionError               Redis older than 6.2 (XAUTOCLAIM)
     ├── TaskNotFound (LookupError)          a worker got a task name it has no handler for
+    ├── ResultNotFound (LookupError)        no status for a job id (never tracked, or expired)
+    ├── ResultTimeout (TimeoutError)        result() waited longer than its timeout
+    ├── JobFailed                           result() of a job that ended dead-lettered
     ├── Retry                               raised by a handler: run me again later
     └── Reject                              raised by a handler: dead-letter me now
 
@@ -32,6 +35,9 @@ __all__ = [
     "RedisUnavailable",
     "RedisVersionError",
     "TaskNotFound",
+    "ResultNotFound",
+    "ResultTimeout",
+    "JobFailed",
     "Retry",
     "Reject",
 ]
@@ -75,6 +81,26 @@ class RedisVersionError(BrokerError):
 
 class TaskNotFound(BackstageError, LookupError):
     """A job names a task that this app has no handler for."""
+
+
+class ResultNotFound(BackstageError, LookupError):
+    """No status is kept for this job id: unknown, not opted in (``result_ttl``), or expired."""
+
+
+class ResultTimeout(BackstageError, TimeoutError):
+    """``result(job_id, timeout=...)`` gave up before the job finished."""
+
+
+class JobFailed(BackstageError):
+    """The job ended in its dead-letter stream; carries why and the last error."""
+
+    def __init__(self, job_id: str, reason: str, error_type: str, message: str, traceback: str) -> None:
+        super().__init__(f"job {job_id} failed ({reason}): {error_type}: {message}")
+        self.job_id = job_id
+        self.reason = reason
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
 
 
 class Retry(BackstageError):

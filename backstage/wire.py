@@ -239,8 +239,10 @@ def encode_entry(
     backoff: Backoff | None = None,
     timeout_ms: int | None = None,
     attempt: int = 1,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str | bytes]:
-    """Field map for ``XADD``; only the fields that carry information."""
+    """Field map for ``XADD``; only the fields that carry information.
+    ``extra`` adds our own optional fields (e.g. ``resultTtl``)."""
     fields: dict[str, str | bytes] = {"taskName": task, "payload": payload_json, "enqueuedAt": str(enqueued_at)}
     if attempts is not None:
         fields["attempts"] = str(attempts)
@@ -252,6 +254,8 @@ def encode_entry(
         fields["jobId"] = job_id
     if attempt != 1:
         fields["attempt"] = str(attempt)
+    if extra:
+        fields.update(extra)
     return fields
 
 
@@ -263,7 +267,7 @@ class ScheduledMember:
     entry: Entry
 
 
-_NUMERIC_MEMBER_FIELDS = frozenset({"enqueuedAt", "attempts", "timeout", "attempt"})
+_NUMERIC_MEMBER_FIELDS = frozenset({"enqueuedAt", "attempts", "timeout", "attempt", "resultTtl"})
 
 
 def encode_scheduled(stream_key: str, priority: str, fields: Mapping[Any, str | bytes]) -> bytes:

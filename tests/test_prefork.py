@@ -46,7 +46,7 @@ def test_async_handlers_run(client, r, prefix, start_worker):
 
 def _cpu_wall(client, r, prefix, start_worker, concurrency: int, n: int) -> float:
     r.delete(f"{prefix}:ledger")
-    client.enqueue_many([("cpu", {"i": i, "loops": 400_000}) for i in range(n)])
+    client.enqueue_many([("cpu", {"i": i, "loops": 800_000}) for i in range(n)])
     w = start_worker("-c", str(concurrency))
     wait_until(lambda: len(kinds(r, prefix, "cpu")) == n, 60)
     done = kinds(r, prefix, "cpu")

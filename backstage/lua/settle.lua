@@ -11,6 +11,9 @@
 --   'd', <stream idx>, <id>, <dlq idx>, <maxlen>, <n>, f1 .. fn
 --                                                   ack, then XADD to a dead-letter stream
 --   'r', <stream idx>, <id>, <n>, f1 .. fn          ack, then XADD the same job back (handed back)
+--   's', <stream idx>, <id>, <result idx>, <ttl ms>, <n>, f1 .. fn
+--                                                   HSET the job's status hash (no ack; comes
+--                                                   before the operation that acks the entry)
 -- Returns: the number of side-effect operations skipped because the entry
 -- was no longer pending for this consumer (another worker reclaimed it: that
 -- worker now owns the job's outcome, so writing ours would duplicate work).
@@ -68,6 +71,16 @@ while i <= n do
       if mine then
         ack(stream, id)
         redis.call('XADD', KEYS[tonumber(ARGV[i + 3])], 'MAXLEN', '~', ARGV[i + 4], '*', unpack(ARGV, i + 6, i + 5 + nf))
+      end
+      i = i + 6 + nf
+    elseif op == 's' then
+      local nf = tonumber(ARGV[i + 5])
+      if mine then
+        local key = KEYS[tonumber(ARGV[i + 3])]
+        redis.call('HSET', key, unpack(ARGV, i + 6, i + 5 + nf))
+        redis.call('PEXPIRE', key, ARGV[i + 4])
+      else
+        skipped = skipped - 1  -- counted once, with the operation that acks
       end
       i = i + 6 + nf
     elseif op == 'r' then

@@ -32,7 +32,7 @@ class SettleBatch:
         self._nstreams = len(streams)
         self._acks: list[list[bytes]] = [[] for _ in streams]
         self._ops: list[Any] = []
-        self.count = 0
+        self.count = 0  # outcomes (entries to ack); status writes ride along
 
     def _key(self, key: str) -> int:
         i = self._index.get(key)
@@ -57,16 +57,25 @@ class SettleBatch:
         self._ops += (b"d", si + 2, entry_id, self._key(dlq), maxlen, len(fields), *fields)
         self.count += 1
 
+    def status(self, si: int, entry_id: bytes, key: str, ttl_ms: int, fields: Sequence[Any]) -> None:
+        """Update a tracked job's status hash (only while the entry is ours)."""
+        self._ops += (b"s", si + 2, entry_id, self._key(key), ttl_ms, len(fields), *fields)
+
     def hand_back(self, si: int, entry_id: bytes, fields: Sequence[Any]) -> None:
         self._ops += (b"r", si + 2, entry_id, len(fields), *fields)
         self.count += 1
 
+    @property
+    def dirty(self) -> bool:
+        """Anything to send (outcomes, or status writes alone)."""
+        return self.count > 0 or bool(self._ops)
+
     def argv(self) -> list[Any]:
-        out: list[Any] = []
+        # operations first: a status write must see its entry still pending
+        out: list[Any] = list(self._ops)
         for si, ids in enumerate(self._acks):
             if ids:
                 out += (b"a", si + 2, len(ids), *ids)
-        out += self._ops
         return out
 
     def clear(self) -> None:

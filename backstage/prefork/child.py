@@ -139,7 +139,7 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                 return 0  # the master closed our pipe: stop (shutdown or recycle)
             kind, meta, blob = frame
             pos = 0
-            for seq, task_name, job_id, attempt, plen in meta:
+            for seq, task_name, job_id, attempt, plen, want_result in meta:
                 payload = blob[pos:pos + plen]
                 pos += plen
                 if kind == ipc.BROADCAST:
@@ -166,7 +166,9 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                                 result = loop.run_until_complete(task.func(value))
                             else:
                                 result = task.func(value)
-                            out = ["ok", seq, perf() - t0, _next_step(result)]
+                            step = _next_step(result)
+                            value = orjson.dumps(result).decode() if want_result and step is None else None
+                            out = ["ok", seq, perf() - t0, step, value]
                         except Retry as exc:
                             delay = None if exc.delay is None else round(exc.delay * 1000)
                             out = _error("retry", exc, seq, perf() - t0, delay)

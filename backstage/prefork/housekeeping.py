@@ -122,7 +122,7 @@ class Housekeeper:
             if task == presence.CONTROL_TASK:
                 self.control(payload)
                 continue
-            frame = ipc.pack_jobs(ipc.BROADCAST, [(0, task, None, 0, len(payload))], [payload])
+            frame = ipc.pack_jobs(ipc.BROADCAST, [(0, task, None, 0, len(payload), False)], [payload])
             for c in self.m.children:
                 if c.killed is None and c.job_w >= 0:
                     c.outbuf += frame

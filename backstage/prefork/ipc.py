@@ -4,7 +4,7 @@ Master → child, a *job frame*::
 
     <u8 kind> <u32 meta length> <u32 blob length> <meta: orjson> <blob>
 
-``kind`` 1 carries jobs: meta is ``[[seq, task, job_id, attempt, payload_len], ...]``
+``kind`` 1 carries jobs: meta is ``[[seq, task, job_id, attempt, payload_len, want_result], ...]``
 and blob the payloads, concatenated, exactly as read from Redis: the master
 never decodes a payload. ``kind`` 2 carries broadcast messages the same way
 (seq 0); the child runs its ``@app.on_broadcast`` handlers and answers nothing.
@@ -13,7 +13,8 @@ Child → master, an *outcome frame*: ``<u32 length> <orjson list>``, one of::
 
     ["ready", pid]
     ["boot-failed", error_type, message, traceback]
-    ["ok", seq, duration_ns, next]       next: null | [task, delay_ms, payload_json, queue]
+    ["ok", seq, duration_ns, next, value]   next: null | [task, delay_ms, payload_json, queue];
+                                          value: the return value as JSON text, when asked for
     ["err", seq, duration_ns, kind, error_type, message, traceback, retry_delay_ms]
 
 ``kind`` is ``error``, ``retry``, ``reject``, ``malformed`` or ``unknown-task``.

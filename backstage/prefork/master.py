@@ -50,10 +50,10 @@ _READ = 1 << 18
 class Job:
     """One fetched entry the master holds until its outcome is settled."""
 
-    __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt")
+    __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt", "result_ttl")
 
     def __init__(self, seq: int, si: int, entry_id: bytes, fields: dict[bytes, bytes], task: str,
-                 timeout: float | None, attempt: int) -> None:
+                 timeout: float | None, attempt: int, result_ttl: int | None = None) -> None:
         self.seq = seq
         self.si = si
         self.id = entry_id
@@ -61,6 +61,7 @@ class Job:
         self.task = task
         self.timeout = timeout
         self.attempt = attempt
+        self.result_ttl = result_ttl  # ms; None: the job keeps no status
 
 
 class Child:
@@ -207,7 +208,7 @@ class Master:
                 self.next_title, self.stop_deadline, self.house.deadline(), now + 1.0)
         if self.redis_down_until > now:
             d = min(d, self.redis_down_until)
-        elif self.batch.count or (not self.drained and not self.stopping and self._room() > 0):
+        elif self.batch.dirty or (not self.drained and not self.stopping and self._room() > 0):
             return now  # work to do right away
         for c in self.children:
             if c.inflight and c.killed is None:
@@ -364,6 +365,9 @@ class Master:
             self.ewma += 0.1 * (msg[2] / 1e9 - self.ewma)
             if tag == "ok":
                 self.processed += 1
+                if job.result_ttl is not None:
+                    self._status(job.si, job.id, job.fields, job.result_ttl, b"done",
+                                 b"value", msg[4] if msg[4] is not None else b"null")
                 if msg[3] is None:
                     self.batch.ack(job.si, job.id)
                 else:
@@ -571,7 +575,8 @@ class Master:
                              "field 'attempt' or 'timeout' is not a positive integer", 1)
             return
         self.seq += 1
-        self.buffer.append(Job(self.seq, si, entry_id, fields, task_name, timeout, attempt))
+        self.buffer.append(Job(self.seq, si, entry_id, fields, task_name, timeout, attempt,
+                               self._result_ttl(fields, task_name)))
 
     def dispatch(self) -> None:
         if not self.buffer:
@@ -593,9 +598,13 @@ class Master:
                 job = self.buffer.popleft()
                 p = job.fields.get(b"payload", b"null")
                 jid = job.fields.get(b"jobId")
-                meta.append((job.seq, job.task, jid.decode() if jid else None, job.attempt, len(p)))
+                meta.append((job.seq, job.task, jid.decode() if jid else None, job.attempt, len(p),
+                             job.result_ttl is not None))
                 payloads.append(p)
                 c.inflight.append(job)
+                if job.result_ttl is not None:
+                    self._status(job.si, job.id, job.fields, job.result_ttl, b"running",
+                                 b"attempt", b"%d" % job.attempt)
             if len(c.inflight) == n:
                 c.head_started = now
             c.outbuf += ipc.pack_jobs(ipc.JOBS, meta, payloads)
@@ -640,6 +649,9 @@ class Master:
             fields[b"attempt"] = b"%d" % (job.attempt + 1)
             stream = self.stream_keys[job.si]
             member = wire.encode_scheduled(stream, self.queues[job.si], fields)
+            if job.result_ttl is not None:
+                self._status(job.si, job.id, job.fields, job.result_ttl, b"failed", b"errorType", etype,
+                             b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % job.attempt)
             self.batch.schedule(job.si, job.id, wire.now_ms() + round(d.delay * 1000), member)
         else:
             log.error("job %s (%s) dead-lettered (%s) after attempt %d: %s: %s", job.id.decode(), job.task,
@@ -653,6 +665,10 @@ class Master:
             task = fields.get(b"taskName", b"").decode("utf-8", "replace")
             log.error("entry %s of %s dead-lettered (%s): %s", entry_id.decode(), queue, reason, emsg,
                       extra={"event": "dead-letter", "task": task, "queue": queue})
+        ttl = self._result_ttl(fields, fields.get(b"taskName", b"").decode("utf-8", "replace"))
+        if ttl is not None:
+            self._status(si, entry_id, fields, ttl, b"dead", b"reason", reason, b"errorType", etype,
+                         b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % deliveries)
         dl = wire.dead_letter_fields(
             fields, original_id=entry_id.decode(), queue_key=self.stream_keys[si], reason=reason,
             delivery_count=deliveries, consumer=self.cfg.consumer, error_type=etype,
@@ -660,8 +676,27 @@ class Master:
         )
         self.batch.dead(si, entry_id, self.keys.dead_letter(queue), self.cfg.dead_letter_maxlen, _flat(dl))
 
+    def _result_ttl(self, fields: dict[bytes, bytes], task_name: str) -> int | None:
+        """Milliseconds to keep this job's status, or None if it did not opt in."""
+        raw = fields.get(b"resultTtl")
+        if raw is not None:
+            try:
+                ttl = int(raw)
+                return ttl if ttl > 0 else None
+            except ValueError:
+                return None
+        t = self.app.tasks.get(task_name)
+        return math.ceil(t.result_ttl * 1000) if t is not None and t.result_ttl else None
+
+    def _status(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], ttl_ms: int, status: bytes,
+                *extra: Any) -> None:
+        jid = fields.get(b"jobId")
+        if jid:
+            self.batch.status(si, entry_id, self.keys.result(jid.decode()), ttl_ms,
+                              (b"status", status, b"updatedAt", b"%d" % wire.now_ms(), *extra))
+
     def settle(self) -> None:
-        if not self.batch.count or self.clock() < self.redis_down_until:
+        if not self.batch.dirty or self.clock() < self.redis_down_until:
             return
         try:
             skipped = self.broker.settle(self.batch)
@@ -707,7 +742,12 @@ class Master:
             self.next_memory = now + self.cfg.memory_check_interval
             self.check_memory()
         if now >= self.redis_down_until:
-            self.house.tick(now)
+            try:
+                self.house.tick(now)
+            except redis.RedisError as exc:
+                self._redis_error("housekeeping", exc)
+            except Exception:  # noqa: BLE001 - presence/cron/broadcast must never take jobs down
+                log.exception("housekeeping failed; retrying next pass")
 
     def renew(self) -> None:
         """Keep our in-flight and buffered entries fresh so no reclaimer takes them."""
@@ -846,10 +886,10 @@ class Master:
             self.on_child_exit(self.children[0], status)
         # commit what finished (and what we hand back), retrying while Redis recovers
         settle_deadline = self.clock() + max(self.cfg.grace_period, 5.0)
-        while self.batch.count and self.clock() < settle_deadline:
+        while self.batch.dirty and self.clock() < settle_deadline:
             self.redis_down_until = 0.0
             self.settle()
-            if self.batch.count:
+            if self.batch.dirty:
                 time.sleep(min(self.redis_backoff, 0.5))
         if self.batch.count:
             log.error("could not commit %d outcome(s): Redis unreachable; their jobs will be redelivered",

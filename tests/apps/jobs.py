@@ -144,3 +144,18 @@ if os.environ.get("BT_BOOT_FAIL"):
     @app.on_child_start
     def broken_boot() -> None:
         raise RuntimeError("database is not reachable (on purpose)")
+
+
+@app.task("compute", result_ttl=60)
+def compute(p: dict) -> dict:
+    return {"sum": sum(p["xs"]), "by": os.getpid()}
+
+
+@app.task("compute.fail", result_ttl=60, attempts=2, backoff=Backoff.fixed(0.05))
+def compute_fail(p: dict) -> None:
+    raise KeyError(f"missing {p['key']}")
+
+
+@app.task("compute.slow", result_ttl=60, timeout=0.3)
+def compute_slow(p: dict) -> None:
+    time.sleep(p.get("s", 5))
