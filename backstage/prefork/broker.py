@@ -250,6 +250,20 @@ class MasterBroker:
                 gone.append(name)
         return gone
 
+    def queue_sizes(self) -> list[tuple[str, int, int]]:
+        """(queue, stream length, pending count) of each subscribed stream."""
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xlen(stream)
+            pipe.xpending(stream, self.group)
+        replies = pipe.execute(raise_on_error=False)
+        out = []
+        for i, stream in enumerate(self.streams):
+            length, pend = replies[2 * i], replies[2 * i + 1]
+            out.append((self.keys.queue_of(stream), length if isinstance(length, int) else 0,
+                        int(pend["pending"]) if isinstance(pend, dict) else 0))
+        return out
+
     def fds(self) -> list[int]:
         """Socket fds a forked child must close (it never talks to Redis this way)."""
         out = []

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 2) [HEARTBEAT_INTERVAL]")
     p.add_argument("--max-payload-bytes", type=int, metavar="N",
                    help="larger payloads are dead-lettered as malformed (default 16 MiB) [MAX_PAYLOAD_BYTES]")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics from the master [METRICS_PORT]")
+    p.add_argument("--metrics-host", metavar="HOST", help="address to bind the metrics port (default 0.0.0.0) [METRICS_HOST]")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="(default info) [LOG_LEVEL]")
     p.add_argument("--log-format", choices=["text", "json"], help="(default text) [LOG_FORMAT]")
     return p
@@ -133,7 +136,7 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
                        ("grace_period", float), ("default_timeout", float), ("prefetch", int),
                        ("max_batch", int), ("max_deliveries", int), ("idle_timeout", float),
                        ("dead_letter_maxlen", int), ("max_payload_bytes", int), ("redis_timeout", float),
-                       ("heartbeat_interval", float)):
+                       ("heartbeat_interval", float), ("metrics_port", int)):
         v = _opt(args, name, conv)
         if v is not None:
             kw[name] = v
@@ -144,6 +147,9 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
     kw["prefix"] = _opt(args, "prefix") or app.prefix
     kw["group"] = _opt(args, "group") or app.group
     kw["consumer"] = _opt(args, "consumer") or default_consumer()
+    host = _opt(args, "metrics_host")
+    if host:
+        kw["metrics_host"] = host
     level = _opt(args, "log_level") or "info"
     fmt = _opt(args, "log_format") or "text"
     if level not in ("debug", "info", "warning", "error"):

@@ -57,6 +57,8 @@ class WorkerConfig:
     redis_timeout: float = 10.0
     heartbeat_interval: float = 2.0
     broadcast_interval: float = 0.2
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         _positive("concurrency", self.concurrency, integer=True)
@@ -91,5 +93,8 @@ class WorkerConfig:
         _positive("redis_timeout", self.redis_timeout)
         _positive("heartbeat_interval", self.heartbeat_interval)
         _positive("broadcast_interval", self.broadcast_interval)
+        if self.metrics_port is not None and (isinstance(self.metrics_port, bool) or not isinstance(self.metrics_port, int)
+                                              or not 0 <= self.metrics_port <= 65535):
+            raise ConfigError(f"metrics_port={self.metrics_port!r}: expected a TCP port 0-65535")
         if ":" in self.consumer or self.consumer in ("paused", "reply"):
             raise ConfigError(f"consumer={self.consumer!r}: must not contain ':' nor be 'paused' or 'reply'")

@@ -33,6 +33,7 @@ from .broker import MasterBroker
 from .child import CHILD_BOOT_FAILED, child_main
 from .config import WorkerConfig
 from .housekeeping import Housekeeper
+from .metrics import Metrics, MetricsServer
 
 __all__ = ["Master", "EXIT_OK", "EXIT_FORCED", "EXIT_USAGE", "EXIT_APP", "EXIT_REDIS"]
 
@@ -68,7 +69,7 @@ class Child:
     """Per-child state, keyed by this object (never by fd number)."""
 
     __slots__ = ("index", "pid", "job_w", "out_r", "reader", "inflight", "head_started", "tasks_done",
-                 "ready", "retiring", "outbuf", "eof", "killed", "spawned_at", "writing")
+                 "ready", "retiring", "outbuf", "eof", "killed", "spawned_at", "writing", "batchable")
 
     def __init__(self, index: int, pid: int, job_w: int, out_r: int) -> None:
         self.index = index
@@ -86,6 +87,7 @@ class Child:
         self.killed: str | None = None
         self.spawned_at = time.monotonic()
         self.writing = False
+        self.batchable = False  # every job it holds is of a known-fast task
 
     @property
     def usable(self) -> bool:
@@ -119,6 +121,7 @@ class Master:
         self.exit_code = EXIT_OK
         self.fatal: str | None = None
         self.ewma = config.fast_job_threshold * 10  # start in slow mode: one job per child
+        self.task_time: dict[str, float] = {}  # moving average run time per task (seconds)
         self.redis_down_until = 0.0
         self.redis_backoff = 0.0
         self.next_promote = 0.0
@@ -128,6 +131,8 @@ class Master:
         self.reclaim_cursors = [b"0-0"] * len(self.queues)
         self.paused: set[str] = set()
         self.house = Housekeeper(self)
+        self.metrics = Metrics(self)
+        self.metrics_server: MetricsServer | None = None
         self.next_memory = 0.0
         self.next_title = 0.0
         self.hooks: list[Callable[[], Any]] = list(app.child_start_hooks)
@@ -162,6 +167,14 @@ class Master:
         except Exception as exc:  # noqa: BLE001 - translated BrokerError, named endpoint
             log.error("cannot start: %s", exc)
             return EXIT_REDIS
+        if self.cfg.metrics_port is not None:
+            try:
+                self.metrics_server = MetricsServer(self.metrics, self.sel, self.cfg.metrics_host, self.cfg.metrics_port)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s:%d: %s", self.cfg.metrics_host, self.cfg.metrics_port, exc)
+                return EXIT_USAGE
+            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_host, self.metrics_server.port,
+                     extra={"event": "start"})
         self._install_signals()
         log.info("master started: consumer=%s queues=%s concurrency=%d redis=%s",
                  self.cfg.consumer, ",".join(self.queues), self.concurrency, self.broker.where,
@@ -176,6 +189,8 @@ class Master:
             return self._shutdown()
         finally:
             self._restore_signals()
+            if self.metrics_server is not None:
+                self.metrics_server.close()
             self.sel.close()
             self.broker.close()
 
@@ -192,6 +207,10 @@ class Master:
                 self.on_wait_readable()
             elif kind == "signal":
                 self.on_signals()
+            elif kind == "metrics-conn" and self.metrics_server is not None:
+                self.metrics_server.on_readable(child)
+            elif kind == "metrics-accept" and self.metrics_server is not None:
+                self.metrics_server.on_accept()
         now = self.clock()
         self.reap()
         self.kill_overdue(now)
@@ -308,6 +327,8 @@ class Master:
         close_in_child = [job_w, out_r, self._sig_r.fileno(), self._sig_w.fileno(), *self.broker.fds()]
         if hasattr(self.sel, "fileno"):
             close_in_child.append(self.sel.fileno())
+        if self.metrics_server is not None:
+            close_in_child += [self.metrics_server.fileno(), *(c.fileno() for c in self.metrics_server.conns)]
         for c in self.children:
             close_in_child += [c.job_w, c.out_r]
         pid = os.fork()
@@ -362,9 +383,14 @@ class Master:
             job = child.inflight.popleft()
             child.head_started = self.clock()
             child.tasks_done += 1
-            self.ewma += 0.1 * (msg[2] / 1e9 - self.ewma)
+            seconds = msg[2] / 1e9
+            self.ewma += 0.1 * (seconds - self.ewma)
+            prev = self.task_time.get(job.task)
+            self.task_time[job.task] = seconds if prev is None else prev + 0.2 * (seconds - prev)
+            self.metrics.duration(job.task, seconds)
             if tag == "ok":
                 self.processed += 1
+                self.metrics.job("processed", job.task, self.queues[job.si])
                 if job.result_ttl is not None:
                     self._status(job.si, job.id, job.fields, job.result_ttl, b"done",
                                  b"value", msg[4] if msg[4] is not None else b"null")
@@ -455,6 +481,9 @@ class Master:
             self.buffer.extendleft(reversed(child.inflight))
             child.inflight.clear()
         why = child.killed or child.retiring
+        cause = (child.retiring or ("timeout" if child.killed and child.killed.startswith("timeout") else child.killed)
+                 or ("shutdown" if self.stopping else "lost"))
+        self.metrics.recycles[cause] += 1
         if why is None and not self.stopping:
             why = _describe_exit(code)
             log.warning("child %d (pid %d) exited unexpectedly: %s", child.index, child.pid, why,
@@ -578,24 +607,36 @@ class Master:
         self.buffer.append(Job(self.seq, si, entry_id, fields, task_name, timeout, attempt,
                                self._result_ttl(fields, task_name)))
 
+    def _fast(self, task: str) -> bool:
+        """Has this task's recent run time been short enough to batch it?"""
+        return self.task_time.get(task, math.inf) < self.cfg.fast_job_threshold
+
     def dispatch(self) -> None:
+        """Hand buffered jobs to children. Jobs of tasks known to be fast go
+        several per frame (up to --max-batch); any other job goes alone, and
+        only to an idle child, so nothing waits behind a slow job while
+        another child is free."""
         if not self.buffer:
             return
-        fast = self.ewma < self.cfg.fast_job_threshold
-        cap = self.cfg.max_batch if fast else 1
-        free = [c for c in self.children if c.usable and len(c.inflight) < cap]
+        limit = self.cfg.max_batch
+        free = [c for c in self.children
+                if c.usable and (not c.inflight or (len(c.inflight) < limit and c.batchable))]
         if not free:
             return
         share = max(1, -(-len(self.buffer) // len(free)))
         now = self.clock()
         for c in free:
-            n = min(cap - len(c.inflight), share, len(self.buffer))
-            if n <= 0:
+            if not self.buffer:
                 break
             meta = []
             payloads = []
-            for _ in range(n):
-                job = self.buffer.popleft()
+            was_idle = not c.inflight
+            while self.buffer and len(meta) < share and len(c.inflight) < limit:
+                job = self.buffer[0]
+                fast = self._fast(job.task)
+                if not fast and c.inflight:
+                    break  # a possibly slow job waits for an idle child
+                self.buffer.popleft()
                 p = job.fields.get(b"payload", b"null")
                 jid = job.fields.get(b"jobId")
                 meta.append((job.seq, job.task, jid.decode() if jid else None, job.attempt, len(p),
@@ -605,7 +646,12 @@ class Master:
                 if job.result_ttl is not None:
                     self._status(job.si, job.id, job.fields, job.result_ttl, b"running",
                                  b"attempt", b"%d" % job.attempt)
-            if len(c.inflight) == n:
+                if not fast:
+                    break
+            if not meta:
+                continue
+            c.batchable = all(self._fast(j.task) for j in c.inflight)
+            if was_idle:
                 c.head_started = now
             c.outbuf += ipc.pack_jobs(ipc.JOBS, meta, payloads)
             self.flush_child(c)
@@ -631,6 +677,7 @@ class Master:
 
     def fail(self, job: Job, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None:
         self.failed += 1
+        self.metrics.job("failed", job.task, self.queues[job.si])
         entry = wire.decode_entry(job.fields)
         if isinstance(entry, wire.Malformed):
             self.dead_letter(job.si, job.id, job.fields, "malformed", "MalformedEntry", entry.reason, job.attempt)
@@ -645,6 +692,7 @@ class Master:
         if isinstance(d, policy.Retry):
             log.warning("job %s (%s) attempt %d failed: %s: %s; retry in %.3gs", job.id.decode(), job.task,
                         job.attempt, etype, emsg, d.delay, extra=extra)
+            self.metrics.job("retried", job.task, self.queues[job.si])
             fields = dict(job.fields)
             fields[b"attempt"] = b"%d" % (job.attempt + 1)
             stream = self.stream_keys[job.si]
@@ -661,8 +709,9 @@ class Master:
     def dead_letter(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str,
                     emsg: str, deliveries: int, tb: str = "", *, log_it: bool = True) -> None:
         queue = self.queues[si]
+        task = fields.get(b"taskName", b"").decode("utf-8", "replace")
+        self.metrics.job("dead_lettered", task, queue)
         if log_it:
-            task = fields.get(b"taskName", b"").decode("utf-8", "replace")
             log.error("entry %s of %s dead-lettered (%s): %s", entry_id.decode(), queue, reason, emsg,
                       extra={"event": "dead-letter", "task": task, "queue": queue})
         ttl = self._result_ttl(fields, fields.get(b"taskName", b"").decode("utf-8", "replace"))
@@ -741,6 +790,8 @@ class Master:
         if now >= self.next_memory:
             self.next_memory = now + self.cfg.memory_check_interval
             self.check_memory()
+            if self.metrics_server is not None:
+                self.metrics_server.sweep(now)
         if now >= self.redis_down_until:
             try:
                 self.house.tick(now)
@@ -839,6 +890,7 @@ class Master:
 
     # -- Redis trouble -------------------------------------------------------------
     def _redis_error(self, what: str, exc: Exception) -> None:
+        self.metrics.redis_errors[what] += 1
         self.redis_backoff = min(max(self.redis_backoff * 2, 0.1), 5.0)
         self.redis_down_until = self.clock() + self.redis_backoff
         if self.wait_fd is not None or self.broker.waiting:
