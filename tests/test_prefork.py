@@ -243,3 +243,19 @@ def test_process_titles(client, r, prefix, start_worker):
     client.enqueue("slow", {"s": 2})
     wait_until(lambda: any("running slow" in " ".join(k.cmdline()) for k in kids), 10)
     wait_until(lambda: "1/2 busy" in " ".join(psutil.Process(w.pid).cmdline()), 10)
+
+
+def test_json_logs_carry_job_fields(client, r, prefix, start_worker):
+    import orjson
+
+    job = client.enqueue("fail", {"x": 1})
+    w = start_worker("-c", "1", "--log-format", "json")
+    wait_until(lambda: "dead-lettered" in w.log(), 20)
+    assert w.stop() == 0
+    lines = [orjson.loads(line) for line in w.log().splitlines() if line.strip()]
+    assert all({"ts", "level", "msg", "pid", "logger"} <= set(x) for x in lines)
+    events = {x.get("event") for x in lines}
+    assert {"start", "job-failed", "stop", "stopped"} <= events
+    failed = [x for x in lines if x.get("event") == "job-failed"]
+    assert failed[0]["job_id"] == job and failed[0]["task"] == "fail" and failed[0]["queue"] == "default"
+    assert failed[-1]["level"] == "error" and "dead-lettered" in failed[-1]["msg"]
