@@ -1,6 +1,6 @@
 """``backstage`` (also ``python -m backstage``): the operator's command line.
 
-Commands: ``enqueue``, ``inspect``, ``workers`` and ``control``. Every command takes
+Commands: ``enqueue``, ``inspect``, ``workers``, ``control`` and ``dlq``. Every command takes
 ``--redis-url/--prefix/--group`` (with BACKSTAGE_* environment fallbacks) and
 ``--json``. Errors are one line on stderr and a non-zero exit code.
 """
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import orjson
 import redis
 
-from . import redis_conn
+from . import dlq, redis_conn
 from .client import Client
 from .errors import BackstageError
 from .keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
@@ -63,6 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="per-queue lengths, pending entries, lag, dead letters")
     i.add_argument("--queues", default=None, help="comma-separated queues (default: every queue found)")
     _common(i)
+
+    d = sub.add_parser("dlq", help="list, show, requeue or purge the dead letters of a queue")
+    dsub = d.add_subparsers(dest="action", required=True)
+    for action, what in (("list", "a table of dead letters, oldest first"),
+                         ("show", "one dead letter, every field"),
+                         ("requeue", "move dead letters back to their ready stream as fresh jobs"),
+                         ("purge", "delete dead letters for good")):
+        a = dsub.add_parser(action, help=what, description=what)
+        a.add_argument("queue", metavar="QUEUE", help="the queue whose P:QUEUE:dead-letter stream to use")
+        if action == "show":
+            a.add_argument("id", metavar="ID", help="entry id in the dead-letter stream")
+        else:
+            a.add_argument("--task", help="only entries whose taskName is TASK")
+            a.add_argument("--since", help="only entries dead-lettered since: ISO-8601 time, age (10m, 2h, 3d) "
+                                           "or epoch ms")
+            a.add_argument("--limit", type=int, help="at most N entries (default: 50 for list, all otherwise)")
+        if action in ("requeue", "purge"):
+            a.add_argument("--batch", type=int, default=None,
+                           help=f"entries per Redis call (default {dlq.DEFAULT_BATCH}) [BACKSTAGE_DLQ_BATCH]")
+        if action == "purge":
+            a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        _common(a)
     return p
 
 
@@ -204,9 +226,15 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0 if answers else EXIT_ERROR
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    url, prefix, _ = _settings(args)
+    return dlq.run(args, url, prefix)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"enqueue": cmd_enqueue, "inspect": cmd_inspect, "workers": cmd_workers, "control": cmd_control}
+    commands = {"enqueue": cmd_enqueue, "inspect": cmd_inspect, "workers": cmd_workers, "control": cmd_control,
+                "dlq": cmd_dlq}
     try:
         return commands[args.command](args)
     except BackstageError as exc:
