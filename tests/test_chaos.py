@@ -112,15 +112,21 @@ def test_kill_9_children_repeatedly(chaos):
     ids = enqueue_jobs(c, 600, s=0.01)
     w = start("-c", "2")
     flight: set[str] = set()
+    killed = 0
     for round_ in range(5):
         wait_until(lambda: len(ledger.runs()) >= 60 * (round_ + 1), 30)
         flight |= in_flight(r, keys)
         for child in w.children():
-            child.kill()
+            try:
+                child.kill()
+                killed += 1
+            except psutil.NoSuchProcess:
+                pass
         flight |= in_flight(r, keys)
     check_ledger(r, keys, ledger, ids, flight)
     assert w.proc.poll() is None
-    assert w.log().count("exited unexpectedly: killed by SIGKILL") >= 10
+    assert killed >= 5
+    assert w.log().count("exited unexpectedly: killed by SIGKILL") == killed
 
 
 def test_kill_9_master_then_another_takes_over(chaos):

@@ -8,11 +8,13 @@ sits in ``XREAD BLOCK`` so the master's selector can wake when a job arrives.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import collections
+from typing import Any, Iterator, Sequence
 
 import redis
 
 from .. import redis_conn, scripts
+from ..resp import pack_command
 from ..keys import Keys
 
 __all__ = ["MasterBroker", "SettleBatch"]
@@ -24,7 +26,7 @@ class SettleBatch:
     ``si`` is a stream's position in the master's subscribed streams.
     """
 
-    __slots__ = ("keys", "_index", "_acks", "_ops", "count", "_nstreams")
+    __slots__ = ("keys", "_index", "_acks", "_ops", "count", "_nstreams", "_op_ids")
 
     def __init__(self, scheduled: str, streams: Sequence[str]) -> None:
         self.keys: list[str] = [scheduled, *streams]
@@ -32,6 +34,7 @@ class SettleBatch:
         self._nstreams = len(streams)
         self._acks: list[list[bytes]] = [[] for _ in streams]
         self._ops: list[Any] = []
+        self._op_ids: list[tuple[int, bytes]] = []  # (si, entry id) acked by an operation
         self.count = 0  # outcomes (entries to ack); status writes ride along
 
     def _key(self, key: str) -> int:
@@ -47,14 +50,17 @@ class SettleBatch:
 
     def add_next(self, si: int, entry_id: bytes, target: str, fields: Sequence[Any]) -> None:
         self._ops += (b"x", si + 2, entry_id, self._key(target), len(fields), *fields)
+        self._op_ids.append((si, entry_id))
         self.count += 1
 
     def schedule(self, si: int, entry_id: bytes, due_ms: int, member: bytes) -> None:
         self._ops += (b"z", si + 2, entry_id, due_ms, member)
+        self._op_ids.append((si, entry_id))
         self.count += 1
 
     def dead(self, si: int, entry_id: bytes, dlq: str, maxlen: int, fields: Sequence[Any]) -> None:
         self._ops += (b"d", si + 2, entry_id, self._key(dlq), maxlen, len(fields), *fields)
+        self._op_ids.append((si, entry_id))
         self.count += 1
 
     def status(self, si: int, entry_id: bytes, key: str, ttl_ms: int, fields: Sequence[Any]) -> None:
@@ -63,7 +69,25 @@ class SettleBatch:
 
     def hand_back(self, si: int, entry_id: bytes, fields: Sequence[Any]) -> None:
         self._ops += (b"r", si + 2, entry_id, len(fields), *fields)
+        self._op_ids.append((si, entry_id))
         self.count += 1
+
+    def entries(self) -> Iterator[tuple[int, bytes]]:
+        """(si, entry id) of every entry this batch will ack: still pending until it is sent."""
+        for si, ids in enumerate(self._acks):
+            for entry_id in ids:
+                yield si, entry_id
+        yield from self._op_ids
+
+    @property
+    def acks_only(self) -> bool:
+        return not self._ops
+
+    def ack_lists(self) -> Iterator[tuple[str, list[bytes]]]:
+        """(stream key, ids) of the plain acks."""
+        for si, ids in enumerate(self._acks):
+            if ids:
+                yield self.keys[si + 1], ids
 
     @property
     def dirty(self) -> bool:
@@ -84,6 +108,7 @@ class SettleBatch:
         for ids in self._acks:
             ids.clear()
         self._ops = []
+        self._op_ids = []
         self.count = 0
 
 
@@ -110,30 +135,21 @@ class MasterBroker:
         self.broadcast_group = keys.broadcast_group(consumer)
         self.dead_letters = [keys.dead_letter(q) for q in queues]
         self._wait_conn: Any = None
+        self._ops_conn: Any = None
+        self._sent: collections.deque[Any] = collections.deque()
         self.waiting = False
+        self.last_settled = False
 
     def check(self) -> None:
-        """Raise unless Redis answers and is 6.2+ (translated errors)."""
+        """Raise unless Redis answers and is 6.2+ (translated errors); load the hot scripts."""
         with redis_conn.translate_errors(self.where):
             redis_conn.check_version(self.redis.info("server"), self.where)
+            self._load_scripts()
 
     def new_batch(self) -> SettleBatch:
         return SettleBatch(self.keys.scheduled, self.streams)
 
     # -- fetching ----------------------------------------------------------
-    def fetch(self, count: int, active: Sequence[int]) -> tuple[list[Any], list[bytes]]:
-        """Up to ``count`` new entries from the streams at positions ``active``
-        (the unpaused ones), most urgent first.
-
-        Returns (flat [si, id, fields, ...], tails); tails are those streams'
-        last ids when fewer than ``count`` were available, else empty.
-        """
-        entries, tails = self._fetch(keys=[self.streams[i] for i in active],
-                                     args=[self.group, self.consumer, count])
-        for i in range(0, len(entries), 3):
-            entries[i] = active[int(entries[i]) - 1]
-        return entries, tails
-
     def start_wait(self, tails: Sequence[bytes], active: Sequence[int], block_ms: int) -> int:
         """Send ``XREAD BLOCK`` from the given tails; return the socket fd to watch."""
         if self._wait_conn is None:
@@ -160,11 +176,136 @@ class MasterBroker:
             self.redis.connection_pool.release(self._wait_conn)
             self._wait_conn = None
 
-    # -- outcomes ------------------------------------------------------------
+    # -- outcomes and fetching: the hot path ---------------------------------
+    # One round trip settles the finished jobs (settle.lua) and fetches new
+    # ones (fetch.lua). It skips redis-py's per-command machinery: both
+    # EVALSHA commands are packed and written together on a connection the
+    # broker keeps; the master goes on serving its children while Redis
+    # works, and reads the two replies when the socket becomes readable.
+
+    def send_exchange(self, batch: SettleBatch | None, count: int, active: Sequence[int]) -> int:
+        """Send settle (if ``batch``) and fetch (if ``count`` > 0); return the fd to watch.
+
+        Several exchanges may be in flight; replies come back in order. A
+        batch of plain acks goes as XACK + XDEL (no script: half the work
+        for Redis); anything else goes through settle.lua.
+        """
+        cmds: list[bytes] = []
+        lua = False
+        if batch is not None:
+            if batch.acks_only:
+                for stream, ids in batch.ack_lists():
+                    cmds.append(pack_command((b"XACK", stream, self.group, *ids)))
+                    if self.delete_flag == b"1":
+                        cmds.append(pack_command((b"XDEL", stream, *ids)))
+            else:
+                lua = True
+                args = [self.group, self.consumer, self.delete_flag, *batch.argv()]
+                cmds.append(pack_command((b"EVALSHA", self._settle.sha, len(batch.keys), *batch.keys, *args)))
+        n_settle = len(cmds)
+        if count > 0:
+            keys = [self.streams[i] for i in active]
+            cmds.append(pack_command((b"EVALSHA", self._fetch.sha, len(keys), *keys, self.group, self.consumer,
+                                      count)))
+        conn = self._ops_conn
+        if conn is None:
+            conn = self._ops_conn = self.redis.connection_pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(cmds)])
+        except BaseException:
+            self.abandon_exchange()
+            conn.disconnect()
+            raise
+        self._sent.append((cmds, n_settle, lua, list(active) if count > 0 else None))
+        return int(conn._sock.fileno())  # redis-py keeps the socket here; no public accessor
+
+    def recv_exchange(self) -> tuple[int | None, tuple[list[Any], list[bytes]] | None]:
+        """Read the replies of the oldest exchange in flight.
+
+        Returns (skipped side effects or None, (entries, tails) or None).
+        An error reply is raised once all of that exchange's replies are
+        read; ``last_settled`` then says whether its settle part was applied.
+        A broken connection raises and abandons every exchange in flight.
+        """
+        cmds, n_settle, lua, active = self._sent.popleft()
+        conn = self._ops_conn
+        try:
+            replies = [self._reply(conn) for _ in cmds]
+        except BaseException:
+            self.abandon_exchange()
+            raise
+        missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:  # Redis restarted or flushed its scripts: those commands did not run
+            self._load_scripts()
+            if self._sent:
+                # later exchanges' replies are queued behind this one: drop them all and let
+                # the master send again (settling twice is harmless)
+                self.abandon_exchange()
+                raise redis.ConnectionError("Redis lost its scripts (NOSCRIPT); they are loaded again")
+            try:
+                conn.send_packed_command([b"".join(cmds[i] for i in missing)])
+                for i in missing:
+                    replies[i] = self._reply(conn)
+            except BaseException:
+                self.abandon_exchange()
+                raise
+        self.last_settled = False
+        skipped = fetched = None
+        if n_settle:
+            for r in replies[:n_settle]:
+                # a lost group (NOGROUP) leaves nothing to ack: the jobs are done, their entries deleted
+                if isinstance(r, Exception) and "NOGROUP" not in str(r):
+                    raise r
+            skipped = int(replies[0]) if lua else 0
+            self.last_settled = True
+        if active is not None:
+            r = replies[n_settle]
+            if isinstance(r, Exception):
+                raise r
+            entries, tails = r
+            for i in range(0, len(entries), 3):
+                entries[i] = active[int(entries[i]) - 1]
+            fetched = (entries, tails)
+        return skipped, fetched
+
+    def reply_ready(self) -> bool:
+        """Is the next exchange's reply already here? It may sit in the parser's
+        buffer (read along with the previous one), where no selector sees it."""
+        if not self._sent or self._ops_conn is None:
+            return False
+        try:
+            return bool(self._ops_conn.can_read(timeout=0))
+        except (redis.ConnectionError, OSError):
+            return True  # let recv_exchange meet the error
+
+    @property
+    def exchanging(self) -> int:
+        """How many exchanges are in flight."""
+        return len(self._sent)
+
+    def abandon_exchange(self) -> None:
+        """Forget every exchange in flight (their replies will never be read)."""
+        if self._sent and self._ops_conn is not None:
+            self._ops_conn.disconnect()
+        self._sent.clear()
+
+    @staticmethod
+    def _reply(conn: Any) -> Any:
+        try:
+            return conn.read_response()
+        except redis.ResponseError as exc:
+            return exc
+
     def settle(self, batch: SettleBatch) -> int:
-        """Commit a batch; returns how many side effects were skipped (not owned)."""
-        args = [self.group, self.consumer, self.delete_flag, *batch.argv()]
-        return int(self._settle(keys=batch.keys, args=args))
+        """Commit a batch and wait for it (the shutdown path, nothing else in flight);
+        returns skipped side effects."""
+        self.send_exchange(batch, 0, ())
+        skipped, _ = self.recv_exchange()
+        return skipped or 0
+
+    def _load_scripts(self) -> None:
+        for script in (self._fetch, self._settle):
+            self.redis.script_load(script.script)
 
     def promote(self, now_ms: int, limit: int, dlq_maxlen: int) -> tuple[int, int, int]:
         """Move due scheduled members to their streams: (moved, parked, next due ms or -1)."""
@@ -268,7 +409,7 @@ class MasterBroker:
         """Socket fds a forked child must close (it never talks to Redis this way)."""
         out = []
         for conn in list(getattr(self.redis.connection_pool, "_available_connections", [])) + (
-            [self._wait_conn] if self._wait_conn is not None else []
+            [c for c in (self._wait_conn, self._ops_conn) if c is not None]
         ):
             sock = getattr(conn, "_sock", None)
             if sock is not None:
@@ -277,4 +418,9 @@ class MasterBroker:
 
     def close(self) -> None:
         self.drop_wait()
+        self.abandon_exchange()
+        if self._ops_conn is not None:
+            self._ops_conn.disconnect()
+            self.redis.connection_pool.release(self._ops_conn)
+            self._ops_conn = None
         self.redis.close()

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from ..app import Backstage
 from ..errors import AppNotFound, ConfigError
+from ..redis_conn import TlsSettings, with_tls
 from ..keys import PRIORITIES
 from ..logs import setup_logging
 from .config import WorkerConfig, default_consumer
@@ -34,7 +35,12 @@ exit codes:
 
 Every option also reads an environment variable, e.g. --concurrency from
 BACKSTAGE_CONCURRENCY and --redis-url from BACKSTAGE_REDIS_URL (then the
-app's redis_url, which itself defaults to $REDIS_URL).
+app's redis_url, which itself defaults to $REDIS_URL). Prefer the variable
+for a URL with a password: command lines are visible to other users.
+
+Redis URLs: redis://[user:pass@]host:6379/0, rediss://… (TLS),
+unix:///path/redis.sock, redis+sentinel://[user:pass@]h1:26379,h2:26379/mymaster[/db]
+(rediss+sentinel:// for TLS; ?sentinel_password=… authenticates to the sentinels).
 """
 
 
@@ -54,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=int, help="child processes (default: CPU count) [CONCURRENCY]")
     p.add_argument("-Q", "--queues", help=f"queues to serve, most urgent first (default: {','.join(PRIORITIES)}) [QUEUES]")
     p.add_argument("--redis-url", help="Redis URL (default: the app's) [REDIS_URL]")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificate (PEM) for a rediss:// URL [TLS_CA]")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate (PEM) for a rediss:// URL [TLS_CERT]")
+    p.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM) [TLS_KEY]")
     p.add_argument("--group", help="consumer group (default: the app's) [GROUP]")
     p.add_argument("--prefix", help="key prefix (default: the app's) [PREFIX]")
     p.add_argument("--consumer", help="consumer name, unique per master (default: host-pid) [CONSUMER]")
@@ -143,7 +152,7 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
     queues = _opt(args, "queues")
     if queues is not None:
         kw["queues"] = tuple(q.strip() for q in queues.split(",") if q.strip())
-    kw["redis_url"] = _opt(args, "redis_url") or app.redis_url
+    kw["redis_url"] = _redis_url(args, app)
     kw["prefix"] = _opt(args, "prefix") or app.prefix
     kw["group"] = _opt(args, "group") or app.group
     kw["consumer"] = _opt(args, "consumer") or default_consumer()
@@ -157,6 +166,18 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
     if fmt not in ("text", "json"):
         raise ConfigError(f"log format {fmt!r}: use text or json")
     return WorkerConfig(**kw), level, fmt
+
+
+def _redis_url(args: argparse.Namespace, app: Backstage) -> str:
+    """The master's URL with the TLS options folded in (they also reach the
+    app's own client in the children when the app set none)."""
+    url = _opt(args, "redis_url") or app.redis_url
+    tls = TlsSettings(ca=_opt(args, "tls_ca"), cert=_opt(args, "tls_cert"), key=_opt(args, "tls_key"))
+    if tls:
+        if app.tls is None and app.redis_url.startswith("rediss"):
+            app.tls = tls
+        return with_tls(url, tls)
+    return with_tls(url, app.tls) if app.tls and url.startswith("rediss") else url
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,7 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"backstage-prefork: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(level, fmt)
-    return Master(app, config).run()
+    try:
+        master = Master(app, config)
+    except ConfigError as exc:  # e.g. a malformed Sentinel URL or a missing TLS file
+        print(f"backstage-prefork: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return master.run()
 
 
 if __name__ == "__main__":  # pragma: no cover

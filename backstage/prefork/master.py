@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable, Deque
+from typing import Any, Callable, Deque, Iterator
 
 import psutil
 import redis
@@ -33,7 +33,7 @@ from .broker import MasterBroker
 from .child import CHILD_BOOT_FAILED, child_main
 from .config import WorkerConfig
 from .housekeeping import Housekeeper
-from .metrics import Metrics, MetricsServer
+from .metrics import Metrics, MetricsServer, TaskStats
 
 __all__ = ["Master", "EXIT_OK", "EXIT_FORCED", "EXIT_USAGE", "EXIT_APP", "EXIT_REDIS"]
 
@@ -51,10 +51,11 @@ _READ = 1 << 18
 class Job:
     """One fetched entry the master holds until its outcome is settled."""
 
-    __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt", "result_ttl")
+    __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt", "result_ttl", "stats", "payload", "jid")
 
     def __init__(self, seq: int, si: int, entry_id: bytes, fields: dict[bytes, bytes], task: str,
-                 timeout: float | None, attempt: int, result_ttl: int | None = None) -> None:
+                 timeout: float | None, attempt: int, result_ttl: int | None, stats: TaskStats,
+                 payload: bytes, jid: str | None) -> None:
         self.seq = seq
         self.si = si
         self.id = entry_id
@@ -63,6 +64,9 @@ class Job:
         self.timeout = timeout
         self.attempt = attempt
         self.result_ttl = result_ttl  # ms; None: the job keeps no status
+        self.stats = stats
+        self.payload = payload  # raw JSON text, never decoded here
+        self.jid = jid
 
 
 class Child:
@@ -111,7 +115,11 @@ class Master:
         self.concurrency = config.concurrency
         self.children: list[Child] = []
         self.buffer: Deque[Job] = collections.deque()
-        self.batch = self.broker.new_batch()
+        self.batch = self.broker.new_batch()  # outcomes not yet sent
+        # exchanges in flight: (batch or None, fetch count, streams, reply deadline)
+        self.sending: Deque[tuple[Any, int, list[int], float]] = collections.deque()
+        self.unsent: list[Any] = []  # batches whose exchange failed: sent again first
+        self.exchange_fd: int | None = None
         self.seq = 0
         self.drained = False
         self.wait_fd: int | None = None
@@ -121,7 +129,6 @@ class Master:
         self.exit_code = EXIT_OK
         self.fatal: str | None = None
         self.ewma = config.fast_job_threshold * 10  # start in slow mode: one job per child
-        self.task_time: dict[str, float] = {}  # moving average run time per task (seconds)
         self.redis_down_until = 0.0
         self.redis_backoff = 0.0
         self.next_promote = 0.0
@@ -132,6 +139,8 @@ class Master:
         self.paused: set[str] = set()
         self.house = Housekeeper(self)
         self.metrics = Metrics(self)
+        # taskName bytes -> (name, default timeout, default result ttl ms, stats): one lookup per job
+        self._known: dict[bytes, tuple[str, float | None, int | None, TaskStats]] = {}
         self.metrics_server: MetricsServer | None = None
         self.next_memory = 0.0
         self.next_title = 0.0
@@ -203,6 +212,10 @@ class Master:
                 self.on_child_readable(child)
             elif kind == "write":
                 self.flush_child(child)
+            elif kind == "exchange":
+                self.on_exchange_readable()
+                while self.sending and self.broker.reply_ready():
+                    self.on_exchange_readable()
             elif kind == "wait":
                 self.on_wait_readable()
             elif kind == "signal":
@@ -214,9 +227,10 @@ class Master:
         now = self.clock()
         self.reap()
         self.kill_overdue(now)
-        self.settle()
+        self.check_exchange(now)
+        self.dispatch()  # children freed just now get buffered work first
+        self.start_exchange()
         self.timers(now)
-        self.fetch()
         self.dispatch()
         self.top_up()
         self.title(now)
@@ -225,10 +239,13 @@ class Master:
         now = self.clock()
         d = min(self.next_promote, self.next_reclaim, self.next_renew, self.next_forget, self.next_memory,
                 self.next_title, self.stop_deadline, self.house.deadline(), now + 1.0)
+        if self.sending:
+            d = min(d, self.sending[0][3])
         if self.redis_down_until > now:
             d = min(d, self.redis_down_until)
-        elif self.batch.dirty or (not self.drained and not self.stopping and self._room() > 0):
-            return now  # work to do right away
+        elif self.broker.exchanging < self.MAX_EXCHANGES and (
+                self.batch.dirty or self.unsent or (not self.drained and not self.stopping and self._room() > 0)):
+            return now  # a round trip to start right away
         for c in self.children:
             if c.inflight and c.killed is None:
                 t = c.inflight[0].timeout
@@ -385,12 +402,10 @@ class Master:
             child.tasks_done += 1
             seconds = msg[2] / 1e9
             self.ewma += 0.1 * (seconds - self.ewma)
-            prev = self.task_time.get(job.task)
-            self.task_time[job.task] = seconds if prev is None else prev + 0.2 * (seconds - prev)
-            self.metrics.duration(job.task, seconds)
+            job.stats.observe(seconds)
             if tag == "ok":
                 self.processed += 1
-                self.metrics.job("processed", job.task, self.queues[job.si])
+                job.stats.processed[job.si] += 1
                 if job.result_ttl is not None:
                     self._status(job.si, job.id, job.fields, job.result_ttl, b"done",
                                  b"value", msg[4] if msg[4] is not None else b"null")
@@ -515,23 +530,86 @@ class Master:
         fast = self.ewma < self.cfg.fast_job_threshold
         per_child = (self.cfg.max_batch * 2) if fast else (1 + self.cfg.prefetch)
         held = len(self.buffer) + sum(len(c.inflight) for c in self.children) + self.batch.count
+        for b, fetching, _, _ in self.sending:
+            held += fetching + (b.count if b is not None else 0)
+        for b in self.unsent:
+            held += b.count
         return self.concurrency * per_child - held
 
-    def fetch(self) -> None:
-        if self.stopping or self.drained or self.fatal or self.clock() < self.redis_down_until:
+    MAX_EXCHANGES = 2  # round trips in flight: Redis works on one while the master handles the other
+
+    def start_exchange(self) -> None:
+        """Send the settle of what finished and a fetch for what there is room
+        for, in one round trip; the replies are read when they arrive
+        (:meth:`on_exchange_readable`) while the loop goes on serving children."""
+        if self.broker.exchanging >= self.MAX_EXCHANGES or self.clock() < self.redis_down_until:
             return
-        room = self._room()
-        active = self.active_streams()
-        if room <= 0 or not active:
-            return
+        if self.unsent:  # batches whose fate is unknown: send them again, alone, first
+            batch, room, active = self.unsent.pop(0), 0, []
+        else:
+            batch = self.batch if self.batch.dirty else None
+            room = 0
+            active = []
+            if not (self.stopping or self.drained or self.fatal):
+                active = self.active_streams()
+                # entries settled in this same call leave the PEL before the fetch runs
+                room = self._room() + self.batch.count if active else 0
+            if batch is None and room <= 0:
+                return
+            if batch is not None:
+                self.batch = self.broker.new_batch()
         try:
-            entries, tails = self.broker.fetch(room, active)
+            fd = self.broker.send_exchange(batch, room, active)
         except redis.RedisError as exc:
-            self._redis_error("fetch", exc)
+            self._exchange_failed(batch)
+            self._redis_error("settle" if batch is not None else "fetch", exc)
             return
+        self.sending.append((batch, room, active, self.clock() + self.cfg.redis_timeout))
+        if self.exchange_fd != fd:
+            if self.exchange_fd is not None:
+                self.sel.unregister(self.exchange_fd)
+            self.sel.register(fd, selectors.EVENT_READ, ("exchange", None))
+            self.exchange_fd = fd
+
+    def _exchange_failed(self, batch: Any = None) -> None:
+        """Every exchange in flight is lost: their batches are sent again later."""
+        lost = [b for b, _, _, _ in self.sending if b is not None]
+        if batch is not None:
+            lost.append(batch)
+        self.unsent = lost + self.unsent
+        self.sending.clear()
+        self.broker.abandon_exchange()
+        if self.exchange_fd is not None:
+            self.sel.unregister(self.exchange_fd)
+            self.exchange_fd = None
+
+    def check_exchange(self, now: float) -> None:
+        """Give up on round trips Redis has not answered within --redis-timeout."""
+        if self.sending and now > self.sending[0][3]:
+            self._exchange_failed()
+            self._redis_error("settle", redis.TimeoutError(f"no reply within {self.cfg.redis_timeout:g}s"))
+
+    def on_exchange_readable(self) -> None:
+        batch, _room, active, _deadline = self.sending.popleft()
+        try:
+            skipped, fetched = self.broker.recv_exchange()
+        except redis.RedisError as exc:
+            settled = self.broker.last_settled
+            self._exchange_failed(None if settled else batch)
+            self._redis_error("settle" if batch is not None and not settled else "fetch", exc)
+            return
+        if not self.sending and self.exchange_fd is not None:
+            self.sel.unregister(self.exchange_fd)
+            self.exchange_fd = None
         self._redis_ok()
+        if skipped:
+            log.warning("%d outcome(s) not applied: their entries were reclaimed by another worker", skipped)
+        if fetched is None:
+            return
+        entries, tails = fetched
+        accept = self.accept
         for i in range(0, len(entries), 3):
-            self.accept(entries[i], entries[i + 1], entries[i + 2])
+            accept(entries[i], entries[i + 1], entries[i + 2])
         if tails:
             self.drained = True
             if self.wait_fd is not None:
@@ -578,38 +656,47 @@ class Master:
         """Take a fetched (or reclaimed, ``deliveries`` > 1) entry: buffer it, or dead-letter bad input."""
         fields = dict(zip(flat[::2], flat[1::2]))
         raw_task = fields.get(b"taskName")
-        if not raw_task:
-            self.dead_letter(si, entry_id, fields, "malformed", "MalformedEntry", "missing field 'taskName'", 1)
-            return
-        task_name = raw_task.decode("utf-8", "replace")
-        task = self.app.tasks.get(task_name)
-        if task is None:
-            self.dead_letter(si, entry_id, fields, "unknown-task", "TaskNotFound",
-                             f"no handler for task {task_name!r} in this app", 1)
-            return
-        payload = fields.get(b"payload")
-        if payload is not None and len(payload) > self.cfg.max_payload_bytes:
+        known = self._known.get(raw_task)  # type: ignore[arg-type]
+        if known is None:
+            if not raw_task:
+                self.dead_letter(si, entry_id, fields, "malformed", "MalformedEntry", "missing field 'taskName'", 1)
+                return
+            task_name = raw_task.decode("utf-8", "replace")
+            task = self.app.tasks.get(task_name)
+            if task is None:
+                self.dead_letter(si, entry_id, fields, "unknown-task", "TaskNotFound",
+                                 f"no handler for task {task_name!r} in this app", 1)
+                return
+            known = self._known[raw_task] = (
+                task_name, task.timeout or self.cfg.default_timeout,
+                math.ceil(task.result_ttl * 1000) if task.result_ttl else None, self.metrics.task(task_name))
+        task_name, timeout, result_ttl, stats = known
+        payload = fields.get(b"payload", b"null")
+        if len(payload) > self.cfg.max_payload_bytes:
             self.dead_letter(si, entry_id, fields, "malformed", "PayloadTooLarge",
                              f"payload of {len(payload)} bytes exceeds the {self.cfg.max_payload_bytes}-byte limit", 1)
             return
-        try:
-            # a reclaimed entry was already tried by a worker that died with it
-            attempt = int(fields.get(b"attempt", b"1")) + deliveries - 1
-            raw_timeout = fields.get(b"timeout")
-            timeout = int(raw_timeout) / 1000.0 if raw_timeout is not None else (task.timeout or self.cfg.default_timeout)
-            if attempt < 1 or (timeout is not None and timeout <= 0):
-                raise ValueError("out of range")
-        except ValueError:
-            self.dead_letter(si, entry_id, fields, "malformed", "MalformedEntry",
-                             "field 'attempt' or 'timeout' is not a positive integer", 1)
-            return
+        attempt = deliveries
+        if b"attempt" in fields or b"timeout" in fields or b"resultTtl" in fields:
+            try:
+                # a reclaimed entry was already tried by a worker that died with it
+                attempt = int(fields.get(b"attempt", b"1")) + deliveries - 1
+                raw = fields.get(b"timeout")
+                if raw is not None:
+                    timeout = int(raw) / 1000.0
+                raw = fields.get(b"resultTtl")
+                if raw is not None:
+                    result_ttl = int(raw) or None
+                if attempt < 1 or (timeout is not None and timeout <= 0):
+                    raise ValueError("out of range")
+            except ValueError:
+                self.dead_letter(si, entry_id, fields, "malformed", "MalformedEntry",
+                                 "field 'attempt', 'timeout' or 'resultTtl' is not a positive integer", 1)
+                return
         self.seq += 1
-        self.buffer.append(Job(self.seq, si, entry_id, fields, task_name, timeout, attempt,
-                               self._result_ttl(fields, task_name)))
-
-    def _fast(self, task: str) -> bool:
-        """Has this task's recent run time been short enough to batch it?"""
-        return self.task_time.get(task, math.inf) < self.cfg.fast_job_threshold
+        jid = fields.get(b"jobId")
+        self.buffer.append(Job(self.seq, si, entry_id, fields, task_name, timeout, attempt, result_ttl,
+                               stats, payload, jid.decode() if jid else None))
 
     def dispatch(self) -> None:
         """Hand buffered jobs to children. Jobs of tasks known to be fast go
@@ -619,6 +706,7 @@ class Master:
         if not self.buffer:
             return
         limit = self.cfg.max_batch
+        threshold = self.cfg.fast_job_threshold
         free = [c for c in self.children
                 if c.usable and (not c.inflight or (len(c.inflight) < limit and c.batchable))]
         if not free:
@@ -633,14 +721,12 @@ class Master:
             was_idle = not c.inflight
             while self.buffer and len(meta) < share and len(c.inflight) < limit:
                 job = self.buffer[0]
-                fast = self._fast(job.task)
+                fast = job.stats.avg < threshold
                 if not fast and c.inflight:
                     break  # a possibly slow job waits for an idle child
                 self.buffer.popleft()
-                p = job.fields.get(b"payload", b"null")
-                jid = job.fields.get(b"jobId")
-                meta.append((job.seq, job.task, jid.decode() if jid else None, job.attempt, len(p),
-                             job.result_ttl is not None))
+                p = job.payload
+                meta.append((job.seq, job.task, job.jid, job.attempt, len(p), job.result_ttl is not None))
                 payloads.append(p)
                 c.inflight.append(job)
                 if job.result_ttl is not None:
@@ -650,7 +736,7 @@ class Master:
                     break
             if not meta:
                 continue
-            c.batchable = all(self._fast(j.task) for j in c.inflight)
+            c.batchable = all(j.stats.avg < threshold for j in c.inflight)
             if was_idle:
                 c.head_started = now
             c.outbuf += ipc.pack_jobs(ipc.JOBS, meta, payloads)
@@ -677,7 +763,7 @@ class Master:
 
     def fail(self, job: Job, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None:
         self.failed += 1
-        self.metrics.job("failed", job.task, self.queues[job.si])
+        job.stats.failed[job.si] += 1
         entry = wire.decode_entry(job.fields)
         if isinstance(entry, wire.Malformed):
             self.dead_letter(job.si, job.id, job.fields, "malformed", "MalformedEntry", entry.reason, job.attempt)
@@ -692,7 +778,7 @@ class Master:
         if isinstance(d, policy.Retry):
             log.warning("job %s (%s) attempt %d failed: %s: %s; retry in %.3gs", job.id.decode(), job.task,
                         job.attempt, etype, emsg, d.delay, extra=extra)
-            self.metrics.job("retried", job.task, self.queues[job.si])
+            job.stats.retried[job.si] += 1
             fields = dict(job.fields)
             fields[b"attempt"] = b"%d" % (job.attempt + 1)
             stream = self.stream_keys[job.si]
@@ -710,7 +796,7 @@ class Master:
                     emsg: str, deliveries: int, tb: str = "", *, log_it: bool = True) -> None:
         queue = self.queues[si]
         task = fields.get(b"taskName", b"").decode("utf-8", "replace")
-        self.metrics.job("dead_lettered", task, queue)
+        self.metrics.task(task).dead[si] += 1
         if log_it:
             log.error("entry %s of %s dead-lettered (%s): %s", entry_id.decode(), queue, reason, emsg,
                       extra={"event": "dead-letter", "task": task, "queue": queue})
@@ -744,18 +830,26 @@ class Master:
             self.batch.status(si, entry_id, self.keys.result(jid.decode()), ttl_ms,
                               (b"status", status, b"updatedAt", b"%d" % wire.now_ms(), *extra))
 
+    def _unsettled(self) -> bool:
+        return bool(self.sending) or self.batch.dirty or any(b.dirty for b in self.unsent)
+
     def settle(self) -> None:
-        if not self.batch.dirty or self.clock() < self.redis_down_until:
-            return
-        try:
-            skipped = self.broker.settle(self.batch)
-        except redis.RedisError as exc:
-            self._redis_error("settle", exc)
-            return
-        self._redis_ok()
-        if skipped:
-            log.warning("%d outcome(s) not applied: their entries were reclaimed by another worker", skipped)
-        self.batch.clear()
+        """Commit every pending outcome and wait for it (the shutdown path)."""
+        while self.sending:
+            self.on_exchange_readable()  # blocking reads: the replies are on their way
+        for batch in [*self.unsent, self.batch]:
+            if not batch.dirty or self.clock() < self.redis_down_until:
+                continue
+            try:
+                skipped = self.broker.settle(batch)
+            except redis.RedisError as exc:
+                self._redis_error("settle", exc)
+                continue
+            self._redis_ok()
+            if skipped:
+                log.warning("%d outcome(s) not applied: their entries were reclaimed by another worker", skipped)
+            batch.clear()
+        self.unsent = [b for b in self.unsent if b.dirty]
 
     # -- timers ------------------------------------------------------------------
     def timers(self, now: float) -> None:
@@ -800,14 +894,21 @@ class Master:
             except Exception:  # noqa: BLE001 - presence/cron/broadcast must never take jobs down
                 log.exception("housekeeping failed; retrying next pass")
 
+    def held_entries(self) -> Iterator[tuple[int, bytes]]:
+        """(si, entry id) of everything pending for us: buffered, running, or waiting to be settled."""
+        for job in self.buffer:
+            yield job.si, job.id
+        for c in self.children:
+            for job in c.inflight:
+                yield job.si, job.id
+        for batch in [self.batch, *self.unsent, *(b for b, _, _, _ in self.sending if b is not None)]:
+            yield from batch.entries()
+
     def renew(self) -> None:
         """Keep our in-flight and buffered entries fresh so no reclaimer takes them."""
         ids: list[list[bytes]] = [[] for _ in self.queues]
-        for job in self.buffer:
-            ids[job.si].append(job.id)
-        for c in self.children:
-            for job in c.inflight:
-                ids[job.si].append(job.id)
+        for si, entry_id in self.held_entries():
+            ids[si].append(entry_id)
         if not any(ids):
             return
         try:
@@ -844,9 +945,7 @@ class Master:
         if cleaned:
             log.info("cleaned %d pending entries whose stream entry was deleted", cleaned,
                      extra={"event": "reclaim"})
-        held = {job.id for job in self.buffer}
-        for c in self.children:
-            held.update(job.id for job in c.inflight)
+        held = {entry_id for _, entry_id in self.held_entries()}
         for i in range(0, len(entries), 4):
             if entries[i + 1] in held:
                 continue  # our own, still running (its renewal was late, e.g. after a Redis restart)
@@ -938,14 +1037,14 @@ class Master:
             self.on_child_exit(self.children[0], status)
         # commit what finished (and what we hand back), retrying while Redis recovers
         settle_deadline = self.clock() + max(self.cfg.grace_period, 5.0)
-        while self.batch.dirty and self.clock() < settle_deadline:
+        while self._unsettled() and self.clock() < settle_deadline:
             self.redis_down_until = 0.0
             self.settle()
-            if self.batch.dirty:
+            if self._unsettled():
                 time.sleep(min(self.redis_backoff, 0.5))
-        if self.batch.count:
-            log.error("could not commit %d outcome(s): Redis unreachable; their jobs will be redelivered",
-                      self.batch.count)
+        if self._unsettled():
+            left = self.batch.count + sum(b.count for b in self.unsent)
+            log.error("could not commit %d outcome(s): Redis unreachable; their jobs will be redelivered", left)
             return self.exit_code or EXIT_FORCED
         self.house.stop()
         log.info("master stopped: processed=%d failed=%d exit code %d", self.processed, self.failed,

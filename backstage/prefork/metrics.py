@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 if TYPE_CHECKING:
     from .master import Master
 
-__all__ = ["Metrics", "MetricsServer"]
+__all__ = ["Metrics", "MetricsServer", "TaskStats"]
 
 log = logging.getLogger("backstage.prefork")
 
@@ -38,44 +38,73 @@ JOB_COUNTERS = {
 }
 
 
+class TaskStats:
+    """Everything the master counts about one task, updated in place on the hot path."""
+
+    __slots__ = ("avg", "hist", "total", "processed", "failed", "retried", "dead")
+
+    def __init__(self, nqueues: int) -> None:
+        self.avg = math.inf  # moving average run time (s); unknown until the first outcome
+        self.hist = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+        self.processed = [0] * nqueues
+        self.failed = [0] * nqueues
+        self.retried = [0] * nqueues
+        self.dead = [0] * nqueues
+
+    def observe(self, seconds: float) -> None:
+        self.avg = seconds if self.avg == math.inf else self.avg + 0.2 * (seconds - self.avg)
+        self.hist[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+UNKNOWN_TASK = "(unknown)"  # label for names not in the app: input must not blow up cardinality
+
+
 class Metrics:
     """Counters of one master; cheap to update, collected on scrape."""
 
     def __init__(self, master: "Master") -> None:
         self.m = master
-        self.jobs: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        self.hist: dict[str, list[float]] = {}  # task -> [bucket counts..., +Inf count, sum]
+        self.nqueues = len(master.queues)
+        self.tasks: dict[str, TaskStats] = {name: TaskStats(self.nqueues) for name in master.app.tasks}
         self.recycles: collections.Counter[str] = collections.Counter()
         self.redis_errors: collections.Counter[str] = collections.Counter()
 
-    def job(self, kind: str, task: str, queue: str) -> None:
-        self.jobs[(kind, task, queue)] += 1
-
-    def duration(self, task: str, seconds: float) -> None:
-        h = self.hist.get(task)
-        if h is None:
-            h = self.hist[task] = [0.0] * (len(BUCKETS) + 2)
-        h[bisect.bisect_left(BUCKETS, seconds)] += 1
-        h[-1] += seconds
+    def task(self, name: str) -> TaskStats:
+        st = self.tasks.get(name)
+        if st is None:
+            if name not in self.m.app.tasks:
+                name = UNKNOWN_TASK
+            st = self.tasks.get(name)
+            if st is None:
+                st = self.tasks[name] = TaskStats(self.nqueues)
+        return st
 
     # -- prometheus_client collector protocol ---------------------------------------------
     def describe(self) -> list[Any]:
         return []
 
     def collect(self) -> Iterator[Any]:
+        queues = self.m.queues
         for kind, doc in JOB_COUNTERS.items():
             fam = CounterMetricFamily(f"backstage_jobs_{kind}", doc, labels=["task", "queue"])
-            for (k, task, queue), n in sorted(self.jobs.items()):
-                if k == kind:
-                    fam.add_metric([task, queue], n)
+            for task, st in sorted(self.tasks.items()):
+                counts = {"processed": st.processed, "failed": st.failed, "retried": st.retried,
+                          "dead_lettered": st.dead}[kind]
+                for qi, n in enumerate(counts):
+                    if n:
+                        fam.add_metric([task, queues[qi]], n)
             yield fam
         hist = HistogramMetricFamily("backstage_job_duration_seconds", "Handler run time", labels=["task"])
-        for task, h in sorted(self.hist.items()):
-            cumulative, buckets = 0.0, []
-            for bound, n in zip((*BUCKETS, math.inf), h[:-1]):
+        for task, st in sorted(self.tasks.items()):
+            if not any(st.hist):
+                continue
+            cumulative, buckets = 0, []
+            for bound, n in zip((*BUCKETS, math.inf), st.hist):
                 cumulative += n
                 buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
-            hist.add_metric([task], buckets, h[-1])
+            hist.add_metric([task], buckets, st.total)
         yield hist
         depth = GaugeMetricFamily("backstage_queue_length", "Entries in the ready stream", labels=["queue"])
         pel = GaugeMetricFamily("backstage_queue_pending", "Entries delivered and not yet acked (PEL)",
@@ -107,7 +136,7 @@ class MetricsServer:
 
     def __init__(self, metrics: Metrics, sel: selectors.BaseSelector, host: str, port: int) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(metrics)  # type: ignore[arg-type]
+        self.registry.register(metrics)
         self.sel = sel
         self.sock = socket.create_server((host, port), reuse_port=False)
         self.sock.setblocking(False)
