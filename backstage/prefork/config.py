@@ -45,6 +45,7 @@ class WorkerConfig:
     prefetch: int = 1
     max_batch: int = 32
     fast_job_threshold: float = 0.001
+    short_job_threshold: float = 1.0
     idle_timeout: float = 60.0
     max_deliveries: int = 5
     dead_letter_maxlen: int = 100_000
@@ -82,6 +83,7 @@ class WorkerConfig:
         _positive("prefetch", self.prefetch, integer=True, zero=True)
         _positive("max_batch", self.max_batch, integer=True)
         _positive("fast_job_threshold", self.fast_job_threshold, zero=True)
+        _positive("short_job_threshold", self.short_job_threshold, zero=True)
         _positive("idle_timeout", self.idle_timeout)
         _positive("max_deliveries", self.max_deliveries, integer=True)
         _positive("dead_letter_maxlen", self.dead_letter_maxlen, integer=True)

@@ -73,7 +73,7 @@ class Child:
     """Per-child state, keyed by this object (never by fd number)."""
 
     __slots__ = ("index", "pid", "job_w", "out_r", "reader", "inflight", "head_started", "tasks_done",
-                 "ready", "retiring", "outbuf", "eof", "killed", "spawned_at", "writing", "batchable")
+                 "ready", "retiring", "outbuf", "eof", "killed", "spawned_at", "writing", "batchable", "queueable")
 
     def __init__(self, index: int, pid: int, job_w: int, out_r: int) -> None:
         self.index = index
@@ -92,6 +92,7 @@ class Child:
         self.spawned_at = time.monotonic()
         self.writing = False
         self.batchable = False  # every job it holds is of a known-fast task
+        self.queueable = False  # every job it holds is of a known-short task
 
     @property
     def usable(self) -> bool:
@@ -699,18 +700,27 @@ class Master:
                                stats, payload, jid.decode() if jid else None))
 
     def dispatch(self) -> None:
-        """Hand buffered jobs to children. Jobs of tasks known to be fast go
-        several per frame (up to --max-batch); any other job goes alone, and
-        only to an idle child, so nothing waits behind a slow job while
-        another child is free."""
+        """Hand buffered jobs to children, idle children first.
+
+        - Jobs of tasks known to be fast (under --fast-job-threshold, 1 ms)
+          go several per frame, up to --max-batch queued in a child.
+        - Jobs of tasks known to be short (under 1 s) may wait, one at a
+          time, behind a short job running in a child: the child starts it
+          the moment it is free, with no round trip through the master.
+        - Any other job (a task not yet measured, or a long one) goes only to
+          an idle child, so nothing waits behind a slow job while another
+          child is free.
+        """
         if not self.buffer:
             return
         limit = self.cfg.max_batch
-        threshold = self.cfg.fast_job_threshold
-        free = [c for c in self.children
-                if c.usable and (not c.inflight or (len(c.inflight) < limit and c.batchable))]
+        fast_t = self.cfg.fast_job_threshold
+        short_t = self.cfg.short_job_threshold
+        free = [c for c in self.children if c.usable and (
+            not c.inflight or (c.batchable and len(c.inflight) < limit) or (c.queueable and len(c.inflight) < 2))]
         if not free:
             return
+        free.sort(key=lambda c: len(c.inflight))
         share = max(1, -(-len(self.buffer) // len(free)))
         now = self.clock()
         for c in free:
@@ -719,24 +729,28 @@ class Master:
             meta = []
             payloads = []
             was_idle = not c.inflight
-            while self.buffer and len(meta) < share and len(c.inflight) < limit:
+            take = share
+            if self.cfg.max_tasks_per_child is not None:  # never hand a child more than it may run
+                take = min(take, self.cfg.max_tasks_per_child - c.tasks_done - len(c.inflight))
+            while self.buffer and len(meta) < take:
                 job = self.buffer[0]
-                fast = job.stats.avg < threshold
-                if not fast and c.inflight:
-                    break  # a possibly slow job waits for an idle child
+                avg = job.stats.avg
+                n = len(c.inflight)
+                if n and not ((avg < fast_t and c.batchable and n < limit)
+                              or (avg < short_t and c.queueable and n < 2)):
+                    break
                 self.buffer.popleft()
                 p = job.payload
                 meta.append((job.seq, job.task, job.jid, job.attempt, len(p), job.result_ttl is not None))
                 payloads.append(p)
                 c.inflight.append(job)
+                c.batchable = all(j.stats.avg < fast_t for j in c.inflight)
+                c.queueable = all(j.stats.avg < short_t for j in c.inflight)
                 if job.result_ttl is not None:
                     self._status(job.si, job.id, job.fields, job.result_ttl, b"running",
                                  b"attempt", b"%d" % job.attempt)
-                if not fast:
-                    break
             if not meta:
                 continue
-            c.batchable = all(j.stats.avg < threshold for j in c.inflight)
             if was_idle:
                 c.head_started = now
             c.outbuf += ipc.pack_jobs(ipc.JOBS, meta, payloads)
