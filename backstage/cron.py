@@ -61,13 +61,13 @@ class CronEntry:
     def next_after(self, epoch_ms: int) -> int:
         """The first tick strictly after ``epoch_ms`` (epoch ms)."""
         it = croniter(self.expr, self._at(epoch_ms))
-        return round(it.get_next(float) * 1000)
+        return round(float(it.get_next(float)) * 1000)
 
     def latest_at_or_before(self, epoch_ms: int) -> int:
         """The most recent tick at or before ``epoch_ms`` (epoch ms)."""
         nxt = self.next_after(epoch_ms)
         it = croniter(self.expr, self._at(nxt))
-        return round(it.get_prev(float) * 1000)
+        return round(float(it.get_prev(float)) * 1000)
 
     def marker_ttl_ms(self, tick_ms: int) -> int:
         """How long a tick's marker lives: a few periods, at least a minute, at most a day."""

@@ -30,6 +30,10 @@ RESERVED_CONSUMERS = frozenset({"paused", "reply"})
 REPLY_TTL_MS = 60_000
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _workers(keys: Keys) -> str:
     return f"{keys.prefix}:workers"
 
@@ -50,7 +54,7 @@ def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any],
     pipe.zadd(_workers(keys), {consumer: now + ttl_ms})
     pipe.zremrangebyscore(_workers(keys), "-inf", now)
     pipe.smembers(_paused(keys))
-    return {q.decode() for q in pipe.execute()[3]}
+    return {_text(q) for q in pipe.execute()[3]}
 
 
 def remove(r: "redis.Redis", keys: Keys, consumer: str) -> None:
@@ -63,7 +67,7 @@ def remove(r: "redis.Redis", keys: Keys, consumer: str) -> None:
 
 def live_consumers(r: "redis.Redis", keys: Keys) -> list[str]:
     now = int(time.time() * 1000)
-    return [c.decode() for c in r.zrangebyscore(_workers(keys), now, "+inf")]
+    return [_text(c) for c in r.zrangebyscore(_workers(keys), now, "+inf")]
 
 
 def live_workers(r: "redis.Redis", keys: Keys) -> list[dict[str, Any]]:
@@ -79,7 +83,7 @@ def live_workers(r: "redis.Redis", keys: Keys) -> list[dict[str, Any]]:
 
 
 def paused_queues(r: "redis.Redis", keys: Keys) -> set[str]:
-    return {q.decode() for q in r.smembers(_paused(keys))}
+    return {_text(q) for q in r.smembers(_paused(keys))}
 
 
 def set_paused(r: "redis.Redis", keys: Keys, queues: Iterable[str], paused: bool) -> None:

@@ -16,4 +16,4 @@ __all__ = ["source"]
 @cache
 def source(name: str) -> str:
     """Text of ``backstage/lua/<name>.lua``."""
-    return resources.files("backstage").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    return resources.files("backstage").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")

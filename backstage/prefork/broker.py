@@ -368,14 +368,17 @@ class MasterBroker:
     def read_broadcasts(self, count: int = 100) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """New broadcast messages (NOACK: at most once per worker)."""
         try:
-            res = self.redis.xreadgroup(self.broadcast_group, self.consumer, {self.keys.broadcast: ">"},
+            res: Any = self.redis.xreadgroup(self.broadcast_group, self.consumer, {self.keys.broadcast: ">"},
                                         count=count, noack=True)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self.join_broadcast()
             return []
-        return [(mid, fields) for _, entries in (res or []) for mid, fields in entries if fields]
+        out: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for _stream, entries in res or []:
+            out += [(mid, fields) for mid, fields in entries if fields]
+        return out
 
     def forget_dead_broadcast_groups(self, live: set[str]) -> list[str]:
         """Destroy ``broadcast-<consumer>`` groups whose worker is not alive."""

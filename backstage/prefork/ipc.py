@@ -113,7 +113,7 @@ class JobFrameReader:
         if len(self._buf) < _JOB_HEAD.size:
             return False
         _, m, b = _JOB_HEAD.unpack_from(self._buf, 0)
-        return len(self._buf) >= _JOB_HEAD.size + m + b
+        return bool(len(self._buf) >= _JOB_HEAD.size + m + b)
 
     def read(self) -> tuple[int, list[Any], bytes] | None:
         """Next frame as (kind, meta, blob), or None at EOF."""

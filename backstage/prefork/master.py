@@ -545,6 +545,7 @@ class Master:
         (:meth:`on_exchange_readable`) while the loop goes on serving children."""
         if self.broker.exchanging >= self.MAX_EXCHANGES or self.clock() < self.redis_down_until:
             return
+        active: list[int]
         if self.unsent:  # batches whose fate is unknown: send them again, alone, first
             batch, room, active = self.unsent.pop(0), 0, []
         else:
@@ -726,8 +727,8 @@ class Master:
         for c in free:
             if not self.buffer:
                 break
-            meta = []
-            payloads = []
+            meta: list[tuple[Any, ...]] = []
+            payloads: list[bytes] = []
             was_idle = not c.inflight
             take = share
             if self.cfg.max_tasks_per_child is not None:  # never hand a child more than it may run
