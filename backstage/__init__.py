@@ -23,6 +23,7 @@ from .errors import (
     TaskNotFound,
     WireError,
 )
+from .redis_conn import TlsSettings
 from .wire import Backoff
 
 __version__ = "0.1.0"
@@ -50,6 +51,7 @@ __all__ = [
     "Retry",
     "Task",
     "TaskNotFound",
+    "TlsSettings",
     "WireError",
     "__version__",
 ]

@@ -15,7 +15,7 @@ from .client import AsyncClient, Client, Job, TaskDefaults
 from .cron import CronEntry
 from .errors import ConfigError, InvalidJobError
 from .keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
-from .redis_conn import resolve_url
+from .redis_conn import TlsSettings, resolve_url
 from .wire import Backoff, encode_payload
 
 __all__ = ["Backstage", "Task", "Next"]
@@ -81,6 +81,9 @@ class Backstage:
         prefix: key prefix (WIRE.md ``P``).
         group: consumer group of the workers (WIRE.md ``G``).
         name: shown in logs and process titles.
+        tls: CA and client certificate files for a ``rediss://`` URL
+            (:class:`TlsSettings`); ``backstage-prefork --tls-ca …`` fills
+            it in for an app that has none.
     """
 
     def __init__(
@@ -90,8 +93,10 @@ class Backstage:
         prefix: str = DEFAULT_PREFIX,
         group: str = DEFAULT_GROUP,
         name: str = "backstage",
+        tls: TlsSettings | None = None,
     ) -> None:
         self.redis_url = resolve_url(redis_url)
+        self.tls = tls
         self.keys = Keys(prefix)
         if not isinstance(group, str) or not group:
             raise ConfigError(f"group={group!r}: the consumer group must be a non-empty string")
@@ -255,12 +260,12 @@ class Backstage:
     def client(self) -> Client:
         """The app's own :class:`Client` (made on first use; re-made after a fork)."""
         if self._client is None:
-            self._client = Client(self.redis_url, prefix=self.prefix, defaults=self._task_defaults)
+            self._client = Client(self.redis_url, prefix=self.prefix, defaults=self._task_defaults, tls=self.tls)
         return self._client
 
     def async_client(self) -> AsyncClient:
         """A new :class:`AsyncClient` with this app's settings and task defaults."""
-        return AsyncClient(self.redis_url, prefix=self.prefix, defaults=self._task_defaults)
+        return AsyncClient(self.redis_url, prefix=self.prefix, defaults=self._task_defaults, tls=self.tls)
 
     def enqueue(self, task: str, payload: Any = None, **options: Any) -> str | None:
         """Enqueue a job; task defaults from ``@app.task`` apply. See :meth:`Client.enqueue`."""

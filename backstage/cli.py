@@ -1,8 +1,9 @@
 """``backstage`` (also ``python -m backstage``): the operator's command line.
 
-Commands: ``enqueue``, ``inspect``, ``workers``, ``control`` and ``dlq``. Every command takes
-``--redis-url/--prefix/--group`` (with BACKSTAGE_* environment fallbacks) and
-``--json``. Errors are one line on stderr and a non-zero exit code.
+Commands: ``enqueue``, ``inspect``, ``workers``, ``control``, ``dlq`` and ``acl``. Every command
+that talks to Redis takes ``--redis-url/--prefix/--group`` and ``--tls-ca/--tls-cert/--tls-key``
+(with BACKSTAGE_* environment fallbacks) and ``--json``. Errors are one line on stderr and a
+non-zero exit code.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 import orjson
 import redis
 
-from . import dlq, redis_conn
+from . import acl, dlq, redis_conn
 from .client import Client
 from .errors import BackstageError
 from .keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
@@ -31,6 +32,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-url", default=None, help="Redis URL [BACKSTAGE_REDIS_URL, REDIS_URL]")
     p.add_argument("--prefix", default=None, help=f"key prefix (default {DEFAULT_PREFIX}) [BACKSTAGE_PREFIX]")
     p.add_argument("--group", default=None, help=f"consumer group (default {DEFAULT_GROUP}) [BACKSTAGE_GROUP]")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificate (PEM) for rediss:// [BACKSTAGE_TLS_CA]")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate (PEM) [BACKSTAGE_TLS_CERT]")
+    p.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM) [BACKSTAGE_TLS_KEY]")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -85,11 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "purge":
             a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         _common(a)
+    acl.add_parser(sub)
     return p
 
 
 def _settings(args: argparse.Namespace) -> tuple[str, str, str]:
     url = redis_conn.resolve_url(args.redis_url or os.environ.get("BACKSTAGE_REDIS_URL") or None)
+    tls = redis_conn.TlsSettings(*(getattr(args, f"tls_{n}") or os.environ.get(f"BACKSTAGE_TLS_{n.upper()}") or None
+                                   for n in ("ca", "cert", "key")))
+    url = redis_conn.with_tls(url, tls)
     prefix = args.prefix or os.environ.get("BACKSTAGE_PREFIX") or DEFAULT_PREFIX
     group = args.group or os.environ.get("BACKSTAGE_GROUP") or DEFAULT_GROUP
     return url, prefix, group
@@ -234,7 +242,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"enqueue": cmd_enqueue, "inspect": cmd_inspect, "workers": cmd_workers, "control": cmd_control,
-                "dlq": cmd_dlq}
+                "dlq": cmd_dlq, "acl": acl.run}
     try:
         return commands[args.command](args)
     except BackstageError as exc:

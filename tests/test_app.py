@@ -423,7 +423,7 @@ def test_exported_callables_have_docstrings() -> None:
             assert inspect.getdoc(obj), f"backstage.{name} has no docstring"
 
 
-@pytest.mark.parametrize("module", ["app", "client", "errors", "keys", "redis_conn", "resp", "scripts", "wire"])
+@pytest.mark.parametrize("module", ["acl", "app", "client", "errors", "keys", "redis_conn", "resp", "scripts", "wire"])
 def test_submodule_all_names_exist(module: str) -> None:
     mod = importlib.import_module(f"backstage.{module}")
     assert len(mod.__all__) == len(set(mod.__all__))
