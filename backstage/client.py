@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -100,18 +101,31 @@ class _Opts:
     """Checked options of one (task, options) combination, reused across a batch."""
 
     __slots__ = ("task", "task_b", "queue", "stream", "delay_ms", "at_ms", "dedupe", "ttl_ms",
-                 "attempts", "backoff", "timeout_ms", "result_ttl_ms", "extra", "extra_fields", "_head", "_head_now")
+                 "attempts", "backoff", "timeout_ms", "result_ttl_ms", "extra", "extra_fields", "_head")
+    task: str
+    task_b: bytes
+    queue: str
+    stream: str
+    delay_ms: int
+    at_ms: int | None
+    dedupe: bytes | None
+    ttl_ms: int
+    attempts: int | None
+    backoff: Backoff | None
+    timeout_ms: int | None
+    result_ttl_ms: int | None
+    extra: list[bytes]
+    extra_fields: dict[str, str]
 
     def __init__(self) -> None:
-        self._head_now = b""
         self._head = b""
 
-    def xadd_head(self, now_b: bytes) -> bytes:
-        """RESP of ``XADD stream * taskName T enqueuedAt E [options] payload`` (cached per ``now``)."""
-        if self._head_now != now_b:
-            args = [b"XADD", self.stream.encode(), b"*", b"taskName", self.task_b, b"enqueuedAt", now_b, *self.extra, b"payload"]
-            self._head = b"*%d\r\n" % (len(args) + 3) + b"".join(resp.bulk(a) for a in args)
-            self._head_now = now_b
+    def xadd_head(self) -> bytes:
+        """RESP of ``XADD stream * taskName T [options] payload`` (built once); the
+        payload, ``jobId`` and ``enqueuedAt`` follow per job."""
+        if not self._head:
+            args = [b"XADD", self.stream.encode(), b"*", b"taskName", self.task_b, *self.extra, b"payload"]
+            self._head = b"*%d\r\n" % (len(args) + 5) + b"".join(resp.bulk(a) for a in args)
         return self._head
 
 
@@ -254,8 +268,8 @@ class _Producer:
         lua = o.dedupe is not None or o.result_ttl_ms is not None
         if due <= now:
             if not lua:
-                cmd = b"%b$%d\r\n%b\r\n$5\r\njobId\r\n$%d\r\n%b\r\n" % (
-                    o.xadd_head(now_b), len(payload_json), payload_json, len(jid), jid)
+                cmd = b"%b$%d\r\n%b\r\n$5\r\njobId\r\n$%d\r\n%b\r\n$10\r\nenqueuedAt\r\n$%d\r\n%b\r\n" % (
+                    o.xadd_head(), len(payload_json), payload_json, len(jid), jid, len(now_b), now_b)
                 return _Prepared(o.task, job_id, "x", cmd)
             fields = [b"taskName", o.task_b, b"payload", payload_json, b"enqueuedAt", now_b, *o.extra, b"jobId", jid]
             return _Prepared(o.task, job_id, "e", self._lua_job(o, b"x", o.stream.encode(), jid, now_b,
@@ -344,12 +358,14 @@ class Client(_Producer):
     """Synchronous producer.
 
     Args:
-        redis_url: ``redis://``, ``rediss://`` or ``unix://`` URL; defaults to
+        redis_url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL; defaults to
             $BACKSTAGE_REDIS_URL, then $REDIS_URL, then ``redis://localhost:6379/0``.
         redis: an existing ``redis.Redis`` to use instead (must not decode responses).
         prefix: key prefix shared with the workers (WIRE.md ``P``).
         dedupe_ttl: seconds a dedupe marker lives when ``enqueue`` gets no ``dedupe_ttl``.
         defaults: per-task defaults lookup (the app passes its task registry).
+        tls: CA and client certificate files for a ``rediss://`` URL
+            (:class:`~backstage.redis_conn.TlsSettings`).
     """
 
     def __init__(
@@ -360,10 +376,14 @@ class Client(_Producer):
         prefix: str = DEFAULT_PREFIX,
         dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
         defaults: Callable[[str], TaskDefaults | None] | None = None,
+        tls: redis_conn.TlsSettings | None = None,
     ) -> None:
         super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults)
-        self.redis = redis if redis is not None else redis_conn.sync_client(redis_conn.resolve_url(redis_url))
+        self.redis = redis if redis is not None else redis_conn.sync_client(redis_conn.resolve_url(redis_url), tls=tls)
         self.where = redis_conn.endpoint(self.redis)
+        self._pinned: Any = None
+        self._pinned_pid = -1
+        self._pinned_lock = threading.Lock()
 
     def _ready(self) -> None:
         if not self._version_checked:
@@ -372,14 +392,33 @@ class Client(_Producer):
                 self.redis.script_load(self._enqueue_lua)
             self._version_checked = True
 
+    def _run(self, commands: list[bytes]) -> list[Any]:
+        # One connection kept for this client spares the pool's bookkeeping on
+        # every call (a large part of a single enqueue); another thread using
+        # the client at the same moment goes through the pool.
+        if self._pinned_lock.acquire(blocking=False):
+            try:
+                conn = self._pinned
+                if conn is None or self._pinned_pid != os.getpid():
+                    conn = self._pinned = self.redis.connection_pool.make_connection()
+                    self._pinned_pid = os.getpid()
+                elif conn._sock is not None and _stale(conn):
+                    # the server closed it (restart, timeout) or left data: start afresh, as the
+                    # pool does, rather than send a job on a dead socket
+                    conn.disconnect()
+                return resp.run_on(conn, commands)
+            finally:
+                self._pinned_lock.release()
+        return resp.run_packed(self.redis, commands)
+
     def _execute(self, batch: Sequence[_Prepared]) -> list[str | None]:
         self._ready()
         with redis_conn.translate_errors(self.where):
-            replies = resp.run_packed(self.redis, [p.command for p in batch])
+            replies = self._run([p.command for p in batch])
             retry = self._noscript(batch, replies)
             if retry:  # Redis restarted or SCRIPT FLUSH since _ready(): load and resend those
                 self.redis.script_load(self._enqueue_lua)
-                for i, r in zip(retry, resp.run_packed(self.redis, [batch[i].command for i in retry])):
+                for i, r in zip(retry, self._run([batch[i].command for i in retry])):
                     replies[i] = r
         return self._results(batch, replies)
 
@@ -517,6 +556,9 @@ class Client(_Producer):
             return presence.collect_replies(self.redis, key, expected, timeout)
 
     def close(self) -> None:
+        if self._pinned is not None and self._pinned_pid == os.getpid():
+            self._pinned.disconnect()
+        self._pinned = None
         self.redis.close()
 
     def __enter__(self) -> "Client":
@@ -537,9 +579,10 @@ class AsyncClient(_Producer):
         prefix: str = DEFAULT_PREFIX,
         dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
         defaults: Callable[[str], TaskDefaults | None] | None = None,
+        tls: redis_conn.TlsSettings | None = None,
     ) -> None:
         super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults)
-        self.redis = redis if redis is not None else redis_conn.async_client(redis_conn.resolve_url(redis_url))
+        self.redis = redis if redis is not None else redis_conn.async_client(redis_conn.resolve_url(redis_url), tls=tls)
         self.where = redis_conn.endpoint(self.redis)
 
     async def _ready(self) -> None:
@@ -632,6 +675,14 @@ class AsyncClient(_Producer):
 
 
 _MANY_OPTS = ("priority", "queue", "delay", "at", "attempts", "backoff", "timeout", "result_ttl")
+
+
+def _stale(conn: Any) -> bool:
+    """Does a connection that should be idle have something to read (EOF, stray data)?"""
+    try:
+        return bool(conn.can_read(timeout=0))
+    except (redis.ConnectionError, OSError):
+        return True
 
 
 def _many_opts(given: dict[str, Any]) -> dict[str, Any]:

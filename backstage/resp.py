@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import hiredis
 import redis
 import redis.asyncio
-from hiredis import pack_command
 
-__all__ = ["pack_command", "bulk", "run_packed", "run_packed_async", "WINDOW"]
+__all__ = ["pack_command", "bulk", "run_on", "run_packed", "run_packed_async", "WINDOW"]
 
 #: Commands sent before their replies are read.
 WINDOW = 2000
+
+
+def pack_command(args: Sequence[Any]) -> bytes:
+    """RESP of one command (hiredis, in C); bytes, str, int and float arguments."""
+    return bytes(hiredis.pack_command(tuple(args)))
 
 
 def bulk(value: bytes) -> bytes:
@@ -30,11 +35,10 @@ def _windows(commands: Sequence[bytes]) -> list[tuple[int, bytes]]:
     return [(min(WINDOW, len(commands) - i), b"".join(commands[i:i + WINDOW])) for i in range(0, len(commands), WINDOW)]
 
 
-def run_packed(client: "redis.Redis", commands: Sequence[bytes]) -> list[Any]:
-    """Send packed commands; return one reply per command (a ResponseError
-    instance in place of an error reply). redis-py connection errors propagate."""
-    pool = client.connection_pool
-    conn = pool.get_connection()
+def run_on(conn: Any, commands: Sequence[bytes]) -> list[Any]:
+    """Send packed commands on ``conn``; return one reply per command (a
+    ResponseError instance in place of an error reply). Connection errors
+    propagate, after the connection is closed (it may hold unread replies)."""
     replies: list[Any] = []
     try:
         for count, data in _windows(commands):
@@ -47,9 +51,17 @@ def run_packed(client: "redis.Redis", commands: Sequence[bytes]) -> list[Any]:
     except BaseException:
         conn.disconnect()
         raise
+    return replies
+
+
+def run_packed(client: "redis.Redis", commands: Sequence[bytes]) -> list[Any]:
+    """:func:`run_on` with a connection borrowed from the client's pool."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        return run_on(conn, commands)
     finally:
         pool.release(conn)
-    return replies
 
 
 async def run_packed_async(client: "redis.asyncio.Redis", commands: Sequence[bytes]) -> list[Any]:
