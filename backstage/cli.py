@@ -147,7 +147,8 @@ def queue_stats(r: "redis.Redis", keys: Keys, group: str, queue: str) -> dict[st
     if row["pending"]:
         first = r.xpending_range(stream, group, min="-", max="+", count=1)
         if first:
-            ms = int(first[0]["message_id"].split(b"-")[0])
+            mid = first[0]["message_id"]
+            ms = int((mid.decode() if isinstance(mid, bytes) else str(mid)).split("-")[0])
             row["oldest_pending_s"] = round(time.time() - ms / 1000, 1)
     return row
 

@@ -319,7 +319,7 @@ class _Producer:
                 raise InvalidJobError(f"enqueue_many: expected Job(...) or (task, payload) items, got {job!r:.80}")
         return out
 
-    def _broadcast_fields(self, task: str, payload: Any) -> dict[str, Any]:
+    def _broadcast_fields(self, task: str, payload: Any) -> dict[Any, Any]:
         if not isinstance(task, str) or not task:
             raise InvalidJobError(f"broadcast task name {task!r}: expected a non-empty string")
         return {"taskName": task, "payload": encode_payload(task, payload), "enqueuedAt": str(now_ms())}
@@ -498,7 +498,7 @@ class Client(_Producer):
         self._ready()
         with redis_conn.translate_errors(self.where):
             raw = self.redis.hget(self.keys.result(job_id), "status")
-        return raw.decode() if raw is not None else None
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     def result(self, job_id: str, timeout: float | None = None, *, poll: float = 0.05) -> Any:
         """Wait for a tracked job to end; return the handler's return value.
@@ -649,7 +649,7 @@ class AsyncClient(_Producer):
         await self._ready()
         with redis_conn.translate_errors(self.where):
             raw = await self.redis.hget(self.keys.result(job_id), "status")
-        return raw.decode() if raw is not None else None
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     async def result(self, job_id: str, timeout: float | None = None, *, poll: float = 0.05) -> Any:
         """See :meth:`Client.result`."""

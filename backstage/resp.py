@@ -67,7 +67,7 @@ def run_packed(client: "redis.Redis", commands: Sequence[bytes]) -> list[Any]:
 async def run_packed_async(client: "redis.asyncio.Redis", commands: Sequence[bytes]) -> list[Any]:
     """asyncio twin of :func:`run_packed`."""
     pool = client.connection_pool
-    conn = await pool.get_connection()
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     replies: list[Any] = []
     try:
         for count, data in _windows(commands):

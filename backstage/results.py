@@ -12,7 +12,7 @@ of the job. Jobs that do not opt in have no such key and cost nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import time
 
@@ -27,8 +27,10 @@ STATUSES = ("scheduled", "queued", "running", "done", "failed", "dead")
 TERMINAL = frozenset({"done", "dead"})
 
 
-def decode(raw: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+def decode(raw: Mapping[Any, Any]) -> dict[str, str]:
+    def text(x: Any) -> str:
+        return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+    return {text(k): text(v) for k, v in raw.items()}
 
 
 def outcome(job_id: str, status: dict[str, str]) -> Any:
@@ -50,7 +52,7 @@ class Waiter:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.delay = 0.002
 
-    def check(self, raw: dict[bytes, bytes]) -> tuple[bool, Any]:
+    def check(self, raw: Mapping[Any, Any]) -> tuple[bool, Any]:
         """(True, value) once the job ended; else (False, seconds to sleep).
 
         Raises ResultNotFound, JobFailed or ResultTimeout.

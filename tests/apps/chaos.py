@@ -14,11 +14,11 @@ app = Backstage(os.environ.get("BT_REDIS_URL", "redis://127.0.0.1:6379/0"), pref
 LEDGER = os.environ.get("BT_LEDGER", "/dev/null")
 
 
-def record(task: str) -> None:
+def record(task: str, event: str = "start") -> None:
     job = current_job()
     fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"{job.job_id if job else '?'} {os.getpid()} {task}\n".encode())
+        os.write(fd, f"{job.job_id if job else '?'} {os.getpid()} {task} {event}\n".encode())
     finally:
         os.close(fd)
 
@@ -27,6 +27,7 @@ def record(task: str) -> None:
 def chaos_job(p: dict) -> None:
     record("chaos.job")
     time.sleep(p.get("s", 0.005))
+    record("chaos.job", "done")
 
 
 @app.task("chaos.poison")
