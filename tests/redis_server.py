@@ -16,6 +16,27 @@ from typing import Any
 import redis
 
 
+def wait_ready(r: "redis.Redis", proc: "subprocess.Popen[bytes]", timeout: float, what: str, logs: Path,
+               *, loaded: bool = False) -> None:
+    """Poll a just-started server until it answers PING (and, with ``loaded``,
+    has finished loading its AOF); fail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if r.ping() and (not loaded or r.info("persistence").get("loading", 0) == 0):
+                    return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}; see {logs}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start in {timeout}s")
+            time.sleep(0.01)
+    finally:
+        r.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,24 +86,10 @@ class RedisServer:
             args += ["--appendfsync", "always"]
         args += list(self.extra)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        r = self.client(socket_connect_timeout=0.5)
-        try:
-            while True:
-                try:
-                    if r.ping():
-                        # a server loading its AOF answers LOADING until done
-                        if r.info("persistence").get("loading", 0) == 0:
-                            return self
-                except (redis.ConnectionError, redis.BusyLoadingError):
-                    pass
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {self.dir / 'redis.log'}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start in {timeout}s")
-                time.sleep(0.01)
-        finally:
-            r.close()
+        # a server loading its AOF answers LOADING until done
+        wait_ready(self.client(socket_connect_timeout=0.5), self.proc, timeout, f"redis-server on port {self.port}",
+                   self.dir / "redis.log", loaded=True)
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown save, like a crash."""
@@ -192,22 +199,9 @@ class SentinelServer:
         assert binary is not None
         self.proc = subprocess.Popen([binary, str(self.conf), "--sentinel"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        r = self.client(socket_connect_timeout=0.5)
-        try:
-            while True:
-                try:
-                    if r.ping():
-                        return self
-                except redis.ConnectionError:
-                    pass
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"sentinel exited with {self.proc.returncode}; see {self.dir}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"sentinel on port {self.port} did not start in {timeout}s")
-                time.sleep(0.01)
-        finally:
-            r.close()
+        wait_ready(self.client(socket_connect_timeout=0.5), self.proc, timeout, f"sentinel on port {self.port}",
+                   self.dir)
+        return self
 
     def client(self, **kwargs: Any) -> "redis.Redis":
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
