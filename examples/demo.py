@@ -90,7 +90,7 @@ def main() -> int:
         print(f"demo: enqueued {args.jobs} jobs in {1000 * (time.perf_counter() - t0):.1f} ms "
               f"(queue length {r.xlen(app.keys.stream('default'))})")
         bin_ = Path(sys.executable).with_name("backstage-prefork")
-        env = dict(os.environ, PYTHONPATH=str(HERE))
+        env = dict(os.environ, PYTHONPATH=str(HERE), BACKSTAGE_REDIS_URL=url)  # the worker must use the same Redis
         start = time.perf_counter()
         worker = subprocess.Popen([str(bin_), "-c", str(args.concurrency), "--log-level", "warning", "demo_app"],
                                   env=env, cwd=str(HERE))
