@@ -10,18 +10,15 @@ fetch, dispatch, top up), each idempotent and bounded.
 from __future__ import annotations
 
 import collections
-import errno
 import logging
 import math
 import os
 import selectors
 import signal
 import socket
-import sys
 import time
-from typing import Any, Callable, Deque, Iterator
+from typing import Any, Callable, Deque
 
-import psutil
 import redis
 
 from .. import wire
@@ -30,10 +27,11 @@ from ..client import new_job_id
 from ..keys import Keys
 from . import ipc, policy
 from .broker import MasterBroker
-from .child import CHILD_BOOT_FAILED, child_main
 from .config import WorkerConfig
 from .housekeeping import Housekeeper
 from .metrics import Metrics, MetricsServer, TaskStats
+from .recovery import RecoveryMixin
+from .supervisor import EXIT_APP, Child, ChildrenMixin, Job, _job_id
 
 __all__ = ["Master", "EXIT_OK", "EXIT_FORCED", "EXIT_USAGE", "EXIT_APP", "EXIT_REDIS"]
 
@@ -42,64 +40,11 @@ log = logging.getLogger("backstage.prefork")
 EXIT_OK = 0
 EXIT_FORCED = 1
 EXIT_USAGE = 2
-EXIT_APP = 3  # the app could not be loaded, or a child could not boot
 EXIT_REDIS = 4  # Redis unreachable or too old at start-up
 
-_READ = 1 << 18
 
 
-class Job:
-    """One fetched entry the master holds until its outcome is settled."""
-
-    __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt", "result_ttl", "stats", "payload", "jid")
-
-    def __init__(self, seq: int, si: int, entry_id: bytes, fields: dict[bytes, bytes], task: str,
-                 timeout: float | None, attempt: int, result_ttl: int | None, stats: TaskStats,
-                 payload: bytes, jid: str | None) -> None:
-        self.seq = seq
-        self.si = si
-        self.id = entry_id
-        self.fields = fields
-        self.task = task
-        self.timeout = timeout
-        self.attempt = attempt
-        self.result_ttl = result_ttl  # ms; None: the job keeps no status
-        self.stats = stats
-        self.payload = payload  # raw JSON text, never decoded here
-        self.jid = jid
-
-
-class Child:
-    """Per-child state, keyed by this object (never by fd number)."""
-
-    __slots__ = ("index", "pid", "job_w", "out_r", "reader", "inflight", "head_started", "tasks_done",
-                 "ready", "retiring", "outbuf", "eof", "killed", "spawned_at", "writing", "batchable", "queueable")
-
-    def __init__(self, index: int, pid: int, job_w: int, out_r: int) -> None:
-        self.index = index
-        self.pid = pid
-        self.job_w = job_w
-        self.out_r = out_r
-        self.reader = ipc.FrameReader()
-        self.inflight: Deque[Job] = collections.deque()
-        self.head_started = 0.0
-        self.tasks_done = 0
-        self.ready = False
-        self.retiring: str | None = None  # why it is being replaced
-        self.outbuf = bytearray()
-        self.eof = False
-        self.killed: str | None = None
-        self.spawned_at = time.monotonic()
-        self.writing = False
-        self.batchable = False  # every job it holds is of a known-fast task
-        self.queueable = False  # every job it holds is of a known-short task
-
-    @property
-    def usable(self) -> bool:
-        return self.ready and self.retiring is None and self.killed is None and not self.eof
-
-
-class Master:
+class Master(ChildrenMixin, RecoveryMixin):
     """Runs until stopped by a signal; :meth:`run` returns the exit code."""
 
     def __init__(self, app: Backstage, config: WorkerConfig,
@@ -319,79 +264,6 @@ class Master:
         return True
 
     # -- children ----------------------------------------------------------------
-    def top_up(self) -> None:
-        if self.stopping or self.fatal is not None:
-            return
-        active = {c.index for c in self.children if c.retiring is None and c.killed is None}
-        index = 0
-        while len(active) < self.concurrency:
-            while index in active:
-                index += 1
-            self.spawn(index)
-            active.add(index)
-
-    def _shrink(self) -> None:
-        active = [c for c in self.children if c.retiring is None and c.killed is None]
-        extra = len(active) - self.concurrency
-        for c in sorted(active, key=lambda c: (len(c.inflight), -c.index))[:max(extra, 0)]:
-            c.retiring = "scale down"
-
-    def spawn(self, index: int) -> None:
-        job_r, job_w = os.pipe()
-        out_r, out_w = os.pipe()
-        ipc.set_pipe_size(job_w)
-        ipc.set_pipe_size(out_w)
-        _flush_std()
-        close_in_child = [job_w, out_r, self._sig_r.fileno(), self._sig_w.fileno(), *self.broker.fds()]
-        if hasattr(self.sel, "fileno"):
-            close_in_child.append(self.sel.fileno())
-        if self.metrics_server is not None:
-            close_in_child += [self.metrics_server.fileno(), *(c.fileno() for c in self.metrics_server.conns)]
-        for c in self.children:
-            close_in_child += [c.job_w, c.out_r]
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which ends in os._exit
-            try:
-                signal.set_wakeup_fd(-1)
-                for fd in close_in_child:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-            finally:
-                child_main(self.app, index, job_r, out_w, self.hooks)
-        os.close(job_r)
-        os.close(out_w)
-        os.set_blocking(job_w, False)
-        os.set_blocking(out_r, False)
-        child = Child(index, pid, job_w, out_r)
-        self.children.append(child)
-        self.sel.register(out_r, selectors.EVENT_READ, ("child", child))
-
-    def on_child_readable(self, child: Child) -> None:
-        while True:
-            try:
-                data = os.read(child.out_r, _READ)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                data = b""
-            if not data:
-                child.eof = True
-                self.sel.unregister(child.out_r)
-                return
-            try:
-                for msg in child.reader.feed(data):
-                    self.on_message(child, msg)
-            except (ValueError, TypeError) as exc:
-                log.error("child %d sent a corrupt frame (%s); replacing it", child.index, exc)
-                self._kill(child, "corrupt frame")
-                return
-            if len(data) < _READ:
-                return
-
     def on_message(self, child: Child, msg: list[Any]) -> None:
         tag = msg[0]
         if tag == "ok" or tag == "err":
@@ -430,101 +302,6 @@ class Master:
             self.exit_code = EXIT_APP
         else:
             raise ValueError(f"unknown frame {tag!r}")
-
-    def flush_child(self, child: Child) -> None:
-        """Write as much of the child's pending frames as its pipe takes."""
-        if child.outbuf and child.killed is None:
-            try:
-                n = os.write(child.job_w, child.outbuf)
-                del child.outbuf[:n]
-            except BlockingIOError:
-                pass
-            except OSError:
-                child.outbuf.clear()  # the child is gone; reap() accounts for its jobs
-        want = bool(child.outbuf) and child.killed is None
-        if want != child.writing:
-            if want:
-                self.sel.register(child.job_w, selectors.EVENT_WRITE, ("write", child))
-            else:
-                self.sel.unregister(child.job_w)
-            child.writing = want
-
-    def _kill(self, child: Child, why: str) -> None:
-        if child.killed is None:
-            child.killed = why
-            try:
-                os.kill(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            child = next((c for c in self.children if c.pid == pid), None)
-            if child is not None:
-                self.on_child_exit(child, status)
-
-    def on_child_exit(self, child: Child, status: int) -> None:
-        code = os.waitstatus_to_exitcode(status)
-        if not child.eof:
-            self.on_child_readable(child)  # outcomes written before it died still count
-            if not child.eof:
-                self.sel.unregister(child.out_r)
-        if child.writing:
-            self.sel.unregister(child.job_w)
-        os.close(child.out_r)
-        if child.job_w >= 0:
-            os.close(child.job_w)
-        self.children.remove(child)
-        if not child.ready and code == CHILD_BOOT_FAILED and self.fatal is None:
-            self.fatal = f"child {child.index} could not boot (exit code {code})"
-            self.exit_code = EXIT_APP
-        if child.inflight:
-            head = child.inflight.popleft()
-            if child.killed and child.killed.startswith("timeout"):
-                kind, msg = "timeout", f"job ran longer than its {head.timeout:g}s time limit; its child was killed"
-            else:
-                kind = "worker-lost"
-                msg = f"child {child.index} (pid {child.pid}) died: {_describe_exit(code)}"
-            if not self.forced:
-                self.fail(head, kind, "WorkerLost" if kind == "worker-lost" else "TimeLimitExceeded", msg, "", None)
-            # the rest of its batch never started: run them elsewhere
-            self.buffer.extendleft(reversed(child.inflight))
-            child.inflight.clear()
-        why = child.killed or child.retiring
-        cause = (child.retiring or ("timeout" if child.killed and child.killed.startswith("timeout") else child.killed)
-                 or ("shutdown" if self.stopping else "lost"))
-        self.metrics.recycles[cause] += 1
-        if why is None and not self.stopping:
-            why = _describe_exit(code)
-            log.warning("child %d (pid %d) exited unexpectedly: %s", child.index, child.pid, why,
-                        extra={"event": "child-lost"})
-        else:
-            log.info("child %d (pid %d) replaced: %s", child.index, child.pid, why or "stopped",
-                     extra={"event": "child-replaced"})
-
-    def kill_overdue(self, now: float) -> None:
-        for c in self.children:
-            if c.inflight and c.killed is None:
-                head = c.inflight[0]
-                if head.timeout is not None and now - c.head_started > head.timeout:
-                    log.warning("job %s (%s) passed its %gs time limit: killing child %d",
-                                head.id.decode(), head.task, head.timeout, c.index,
-                                extra={"event": "timeout", "job_id": _job_id(head), "task": head.task})
-                    self._kill(c, f"timeout of job {head.id.decode()}")
-        for c in self.children:
-            if c.retiring and not c.inflight and c.job_w >= 0 and not c.outbuf:
-                # closing its pipe is the stop request: it exits when it reads EOF
-                if c.writing:
-                    self.sel.unregister(c.job_w)
-                    c.writing = False
-                os.close(c.job_w)
-                c.job_w = -1
 
     # -- jobs --------------------------------------------------------------------
     def _room(self) -> int:
@@ -909,91 +686,6 @@ class Master:
             except Exception:  # noqa: BLE001 - presence/cron/broadcast must never take jobs down
                 log.exception("housekeeping failed; retrying next pass")
 
-    def held_entries(self) -> Iterator[tuple[int, bytes]]:
-        """(si, entry id) of everything pending for us: buffered, running, or waiting to be settled."""
-        for job in self.buffer:
-            yield job.si, job.id
-        for c in self.children:
-            for job in c.inflight:
-                yield job.si, job.id
-        for batch in [self.batch, *self.unsent, *(b for b, _, _, _ in self.sending if b is not None)]:
-            yield from batch.entries()
-
-    def renew(self) -> None:
-        """Keep our in-flight and buffered entries fresh so no reclaimer takes them."""
-        ids: list[list[bytes]] = [[] for _ in self.queues]
-        for si, entry_id in self.held_entries():
-            ids[si].append(entry_id)
-        if not any(ids):
-            return
-        try:
-            lost = self.broker.renew(ids)
-        except redis.RedisError as exc:
-            self._redis_error("renew", exc)
-            return
-        if lost:
-            log.warning("%d in-flight entries are no longer pending for us (reclaimed by another "
-                        "worker); their outcomes will not be applied twice", lost, extra={"event": "renew"})
-
-    def reclaim(self) -> None:
-        """Take over entries of dead workers (idle past idle_timeout)."""
-        room = min(self._room(), 100)
-        if room <= 0:
-            return
-        active = self.active_streams()
-        if not active:
-            return
-        try:
-            entries, dead, cleaned = self.broker.reclaim(
-                self.reclaim_cursors, active, round(self.cfg.idle_timeout * 1000), room,
-                self.cfg.max_deliveries, self.cfg.dead_letter_maxlen, wire.now_ms())
-        except redis.RedisError as exc:
-            self._redis_error("reclaim", exc)
-            return
-        taken = len(entries) // 4
-        if taken:
-            log.info("reclaimed %d entries idle for over %gs from dead workers", taken, self.cfg.idle_timeout,
-                     extra={"event": "reclaim"})
-        if dead:
-            log.error("dead-lettered %d entries delivered more than %d times (max-deliveries)", dead,
-                      self.cfg.max_deliveries, extra={"event": "dead-letter"})
-        if cleaned:
-            log.info("cleaned %d pending entries whose stream entry was deleted", cleaned,
-                     extra={"event": "reclaim"})
-        held = {entry_id for _, entry_id in self.held_entries()}
-        for i in range(0, len(entries), 4):
-            if entries[i + 1] in held:
-                continue  # our own, still running (its renewal was late, e.g. after a Redis restart)
-            self.accept(entries[i], entries[i + 1], entries[i + 2], int(entries[i + 3]))
-        if taken >= room:
-            self.next_reclaim = self.clock()  # more may be waiting
-
-    def forget_dead_consumers(self) -> None:
-        try:
-            gone = self.broker.forget_dead_consumers(round(self.cfg.idle_timeout * 2000))
-        except redis.RedisError as exc:
-            self._redis_error("consumer clean-up", exc)
-            return
-        if gone:
-            log.info("removed %d dead consumers from group %s: %s", len(gone), self.cfg.group,
-                     ", ".join(gone), extra={"event": "consumers-removed"})
-
-    def check_memory(self) -> None:
-        limit = self.cfg.max_memory_per_child
-        if limit is None:
-            return
-        for c in self.children:
-            if c.retiring or c.killed or not c.ready:
-                continue
-            try:
-                rss = psutil.Process(c.pid).memory_info().rss
-            except psutil.Error:
-                continue
-            if rss > limit * 1024 * 1024:
-                log.info("child %d uses %.0f MB (limit %.0f MB): recycling it after its job", c.index,
-                         rss / 1048576, limit, extra={"event": "recycle"})
-                c.retiring = "memory"
-
     def title(self, now: float) -> None:
         if now < self.next_title:
             return
@@ -1077,33 +769,6 @@ def _flat(fields: dict[Any, Any]) -> list[Any]:
         out.append(k)
         out.append(v)
     return out
-
-
-def _job_id(job: Job) -> str:
-    jid = job.fields.get(b"jobId")
-    return jid.decode() if jid else job.id.decode()
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def _flush_std() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001
-            pass
-    for h in logging.getLogger().handlers + log.handlers:
-        try:
-            h.flush()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _set_title(text: str) -> None:

@@ -1,0 +1,119 @@
+"""Recovery duties of the master: renew what it holds, reclaim what dead
+workers held, forget dead consumers.
+
+Methods of :class:`Master` (run from its loop on timers, bounded per call).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Iterator
+
+import redis
+
+from .. import wire
+
+if TYPE_CHECKING:
+    from typing import Any, Callable, Deque
+
+    from .broker import MasterBroker, SettleBatch
+    from .config import WorkerConfig
+    from .supervisor import Child, Job
+
+__all__ = ["RecoveryMixin"]
+
+log = logging.getLogger("backstage.prefork")
+
+
+class RecoveryMixin:
+    """XCLAIM renewal, XAUTOCLAIM reclaiming and dead-consumer clean-up."""
+
+    if TYPE_CHECKING:  # state and steps of Master that these methods use
+        cfg: WorkerConfig
+        broker: MasterBroker
+        children: list[Child]
+        buffer: Deque[Job]
+        queues: list[str]
+        batch: SettleBatch
+        sending: Deque[tuple[Any, int, list[int], float]]
+        unsent: list[Any]
+        reclaim_cursors: list[bytes]
+        next_reclaim: float
+        clock: Callable[[], float]
+
+        def _redis_error(self, what: str, exc: Exception) -> None: ...
+
+        def _room(self) -> int: ...
+
+        def active_streams(self) -> list[int]: ...
+
+        def accept(self, si: int, entry_id: bytes, flat: list[bytes], deliveries: int = 1) -> None: ...
+
+    def held_entries(self) -> Iterator[tuple[int, bytes]]:
+        """(si, entry id) of everything pending for us: buffered, running, or waiting to be settled."""
+        for job in self.buffer:
+            yield job.si, job.id
+        for c in self.children:
+            for job in c.inflight:
+                yield job.si, job.id
+        for batch in [self.batch, *self.unsent, *(b for b, _, _, _ in self.sending if b is not None)]:
+            yield from batch.entries()
+
+    def renew(self) -> None:
+        """Keep our in-flight and buffered entries fresh so no reclaimer takes them."""
+        ids: list[list[bytes]] = [[] for _ in self.queues]
+        for si, entry_id in self.held_entries():
+            ids[si].append(entry_id)
+        if not any(ids):
+            return
+        try:
+            lost = self.broker.renew(ids)
+        except redis.RedisError as exc:
+            self._redis_error("renew", exc)
+            return
+        if lost:
+            log.warning("%d in-flight entries are no longer pending for us (reclaimed by another "
+                        "worker); their outcomes will not be applied twice", lost, extra={"event": "renew"})
+
+    def reclaim(self) -> None:
+        """Take over entries of dead workers (idle past idle_timeout)."""
+        room = min(self._room(), 100)
+        if room <= 0:
+            return
+        active = self.active_streams()
+        if not active:
+            return
+        try:
+            entries, dead, cleaned = self.broker.reclaim(
+                self.reclaim_cursors, active, round(self.cfg.idle_timeout * 1000), room,
+                self.cfg.max_deliveries, self.cfg.dead_letter_maxlen, wire.now_ms())
+        except redis.RedisError as exc:
+            self._redis_error("reclaim", exc)
+            return
+        taken = len(entries) // 4
+        if taken:
+            log.info("reclaimed %d entries idle for over %gs from dead workers", taken, self.cfg.idle_timeout,
+                     extra={"event": "reclaim"})
+        if dead:
+            log.error("dead-lettered %d entries delivered more than %d times (max-deliveries)", dead,
+                      self.cfg.max_deliveries, extra={"event": "dead-letter"})
+        if cleaned:
+            log.info("cleaned %d pending entries whose stream entry was deleted", cleaned,
+                     extra={"event": "reclaim"})
+        held = {entry_id for _, entry_id in self.held_entries()}
+        for i in range(0, len(entries), 4):
+            if entries[i + 1] in held:
+                continue  # our own, still running (its renewal was late, e.g. after a Redis restart)
+            self.accept(entries[i], entries[i + 1], entries[i + 2], int(entries[i + 3]))
+        if taken >= room:
+            self.next_reclaim = self.clock()  # more may be waiting
+
+    def forget_dead_consumers(self) -> None:
+        try:
+            gone = self.broker.forget_dead_consumers(round(self.cfg.idle_timeout * 2000))
+        except redis.RedisError as exc:
+            self._redis_error("consumer clean-up", exc)
+            return
+        if gone:
+            log.info("removed %d dead consumers from group %s: %s", len(gone), self.cfg.group,
+                     ", ".join(gone), extra={"event": "consumers-removed"})
