@@ -156,7 +156,7 @@ def queue_stats(r: "redis.Redis", keys: Keys, group: str, queue: str) -> dict[st
 def cmd_inspect(args: argparse.Namespace) -> int:
     url, prefix, group = _settings(args)
     keys = Keys(prefix)
-    r = redis_conn.sync_client(url)
+    r = redis_conn.sync_client(url, slot_key=prefix)
     where = redis_conn.endpoint(r)
     with redis_conn.translate_errors(where):
         if args.queues:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 import redis
 
 from . import presence, redis_conn, resp, results, scripts
+from .cluster import SlotMoved
 from .errors import BrokerError, ConfigError, InvalidJobError
 from .keys import DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
 from .wire import Backoff, encode_entry, encode_payload, encode_scheduled, now_ms
@@ -379,7 +380,8 @@ class Client(_Producer):
         tls: redis_conn.TlsSettings | None = None,
     ) -> None:
         super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults)
-        self.redis = redis if redis is not None else redis_conn.sync_client(redis_conn.resolve_url(redis_url), tls=tls)
+        self.redis = redis if redis is not None else redis_conn.sync_client(redis_conn.resolve_url(redis_url), tls=tls,
+                                                                             slot_key=self.keys.prefix)
         self.where = redis_conn.endpoint(self.redis)
         self._pinned: Any = None
         self._pinned_pid = -1
@@ -393,6 +395,12 @@ class Client(_Producer):
             self._version_checked = True
 
     def _run(self, commands: list[bytes]) -> list[Any]:
+        try:
+            return self._run_once(commands)
+        except SlotMoved:  # a cluster failover or resharding: nothing ran; the owner is asked again
+            return self._run_once(commands)
+
+    def _run_once(self, commands: list[bytes]) -> list[Any]:
         # One connection kept for this client spares the pool's bookkeeping on
         # every call (a large part of a single enqueue); another thread using
         # the client at the same moment goes through the pool.
@@ -582,7 +590,8 @@ class AsyncClient(_Producer):
         tls: redis_conn.TlsSettings | None = None,
     ) -> None:
         super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults)
-        self.redis = redis if redis is not None else redis_conn.async_client(redis_conn.resolve_url(redis_url), tls=tls)
+        self.redis = redis if redis is not None else redis_conn.async_client(redis_conn.resolve_url(redis_url), tls=tls,
+                                                                               slot_key=self.keys.prefix)
         self.where = redis_conn.endpoint(self.redis)
 
     async def _ready(self) -> None:

@@ -613,7 +613,7 @@ def run(args: argparse.Namespace, url: str, prefix: str) -> int:
         limit = _positive("--limit", limit)
     batch = _batch_size(getattr(args, "batch", None))
     keys = Keys(prefix)
-    r = redis_conn.sync_client(url)
+    r = redis_conn.sync_client(url, slot_key=prefix)
     where = redis_conn.endpoint(r)
     try:
         with redis_conn.translate_errors(where):

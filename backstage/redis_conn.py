@@ -35,6 +35,7 @@ import redis.connection
 import redis.retry
 import redis.sentinel
 
+from . import cluster
 from .errors import BrokerError, ConfigError, RedisUnavailable, RedisVersionError
 
 __all__ = [
@@ -406,12 +407,18 @@ def _direct_kwargs(url: str) -> dict[str, Any]:
     return _ssl_options(dict(parse_qsl(query.partition("#")[0], keep_blank_values=True)), _scheme(url))
 
 
-def sync_client(url: str, *, socket_timeout: float | None = 30.0, tls: TlsSettings | None = None) -> "redis.Redis":
+def sync_client(url: str, *, socket_timeout: float | None = 30.0, tls: TlsSettings | None = None,
+                slot_key: str | None = None) -> "redis.Redis":
     """A ``redis.Redis`` for ``url`` (see the module docstring), bytes replies.
+
+    ``slot_key`` is the key prefix: with a ``redis+cluster://`` URL the client
+    talks to the owner of its hash-tag slot (see :mod:`backstage.cluster`).
 
     Raises:
         ConfigError: the URL or a TLS option is invalid.
     """
+    if _scheme(url) in cluster.CLUSTER_SCHEMES:
+        return cluster.sync_client(url, slot_key, socket_timeout)
     url = with_tls(url, tls)
     if _scheme(url) in SENTINEL_SCHEMES:
         t = parse_sentinel_url(url)
@@ -427,8 +434,10 @@ def sync_client(url: str, *, socket_timeout: float | None = 30.0, tls: TlsSettin
 
 
 def async_client(url: str, *, socket_timeout: float | None = 30.0,
-                 tls: TlsSettings | None = None) -> "redis.asyncio.Redis":
+                 tls: TlsSettings | None = None, slot_key: str | None = None) -> "redis.asyncio.Redis":
     """asyncio twin of :func:`sync_client`."""
+    if _scheme(url) in cluster.CLUSTER_SCHEMES:
+        return cluster.async_client(url, slot_key, socket_timeout)
     url = with_tls(url, tls)
     if _scheme(url) in SENTINEL_SCHEMES:
         t = parse_sentinel_url(url)
@@ -445,7 +454,11 @@ def async_client(url: str, *, socket_timeout: float | None = 30.0,
 
 def endpoint(client: Any) -> str:
     """Where a redis-py client points, without credentials: ``host:port``,
-    ``unix:<path>`` or ``sentinel:<service>@<sentinel host:port,…>``."""
+    ``unix:<path>``, ``sentinel:<service>@<sentinel host:port,…>`` or
+    ``cluster:<host:port,…>#slot<n>``."""
+    where = getattr(client, "backstage_where", None)
+    if where is not None:
+        return str(where)
     pool = client.connection_pool
     if isinstance(pool, (redis.sentinel.SentinelConnectionPool, redis.asyncio.sentinel.SentinelConnectionPool)):
         kws = [s.connection_pool.connection_kwargs for s in pool.sentinel_manager.sentinels]

@@ -122,7 +122,7 @@ class MasterBroker:
         self.group = group
         self.consumer = consumer
         self.streams = [keys.stream(q) for q in queues]
-        self.redis = redis_conn.sync_client(url, socket_timeout=socket_timeout)
+        self.redis = redis_conn.sync_client(url, socket_timeout=socket_timeout, slot_key=keys.prefix)
         self.where = redis_conn.endpoint(self.redis)
         self.delete_flag = b"1" if delete_on_ack else b"0"
         self._fetch = self.redis.register_script(scripts.source("fetch"))
