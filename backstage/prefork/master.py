@@ -507,6 +507,8 @@ class Master(ChildrenMixin, RecoveryMixin):
             meta: list[tuple[Any, ...]] = []
             payloads: list[bytes] = []
             was_idle = not c.inflight
+            if was_idle:
+                c.batchable = c.queueable = True  # kept up to date job by job below
             take = share
             if self.cfg.max_tasks_per_child is not None:  # never hand a child more than it may run
                 take = min(take, self.cfg.max_tasks_per_child - c.tasks_done - len(c.inflight))
@@ -522,8 +524,8 @@ class Master(ChildrenMixin, RecoveryMixin):
                 meta.append((job.seq, job.task, job.jid, job.attempt, len(p), job.result_ttl is not None))
                 payloads.append(p)
                 c.inflight.append(job)
-                c.batchable = all(j.stats.avg < fast_t for j in c.inflight)
-                c.queueable = all(j.stats.avg < short_t for j in c.inflight)
+                c.batchable = c.batchable and avg < fast_t
+                c.queueable = c.queueable and avg < short_t
                 if job.result_ttl is not None:
                     self._status(job.si, job.id, job.fields, job.result_ttl, b"running",
                                  b"attempt", b"%d" % job.attempt)
