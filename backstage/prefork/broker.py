@@ -9,7 +9,7 @@ sits in ``XREAD BLOCK`` so the master's selector can wake when a job arrives.
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import redis
 
@@ -17,7 +17,12 @@ from .. import redis_conn, scripts
 from ..resp import pack_command
 from ..keys import Keys
 
-__all__ = ["MasterBroker", "SettleBatch"]
+__all__ = ["MasterBroker", "SettleBatch", "flatten"]
+
+
+def flatten(fields: Mapping[Any, Any]) -> list[Any]:
+    """A field map as the flat ``field, value, …`` list XADD and the scripts take."""
+    return [x for kv in fields.items() for x in kv]
 
 
 class SettleBatch:
@@ -48,8 +53,9 @@ class SettleBatch:
         self._acks[si].append(entry_id)
         self.count += 1
 
-    def add_next(self, si: int, entry_id: bytes, target: str, fields: Sequence[Any]) -> None:
-        self._ops += (b"x", si + 2, entry_id, self._key(target), len(fields), *fields)
+    def add_next(self, si: int, entry_id: bytes, target: str, fields: Mapping[Any, Any]) -> None:
+        flat = flatten(fields)
+        self._ops += (b"x", si + 2, entry_id, self._key(target), len(flat), *flat)
         self._op_ids.append((si, entry_id))
         self.count += 1
 
@@ -58,8 +64,9 @@ class SettleBatch:
         self._op_ids.append((si, entry_id))
         self.count += 1
 
-    def dead(self, si: int, entry_id: bytes, dlq: str, maxlen: int, fields: Sequence[Any]) -> None:
-        self._ops += (b"d", si + 2, entry_id, self._key(dlq), maxlen, len(fields), *fields)
+    def dead(self, si: int, entry_id: bytes, dlq: str, maxlen: int, fields: Mapping[Any, Any]) -> None:
+        flat = flatten(fields)
+        self._ops += (b"d", si + 2, entry_id, self._key(dlq), maxlen, len(flat), *flat)
         self._op_ids.append((si, entry_id))
         self.count += 1
 
@@ -67,8 +74,9 @@ class SettleBatch:
         """Update a tracked job's status hash (only while the entry is ours)."""
         self._ops += (b"s", si + 2, entry_id, self._key(key), ttl_ms, len(fields), *fields)
 
-    def hand_back(self, si: int, entry_id: bytes, fields: Sequence[Any]) -> None:
-        self._ops += (b"r", si + 2, entry_id, len(fields), *fields)
+    def hand_back(self, si: int, entry_id: bytes, fields: Mapping[Any, Any]) -> None:
+        flat = flatten(fields)
+        self._ops += (b"r", si + 2, entry_id, len(flat), *flat)
         self._op_ids.append((si, entry_id))
         self.count += 1
 
@@ -347,11 +355,11 @@ class MasterBroker:
         return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
     # -- cron, broadcast, presence ---------------------------------------------------
-    def fire_cron(self, name: str, tick_ms: int, ttl_ms: int, stream: str, fields: Sequence[Any]) -> bool:
+    def fire_cron(self, name: str, tick_ms: int, ttl_ms: int, stream: str, fields: Mapping[Any, Any]) -> bool:
         """Enqueue one cron tick unless some master already did; True if this call fired it."""
         marker = self.keys.cron_marker(name, tick_ms)
         last = f"{self.keys.prefix}:cron:{name}:last"
-        return bool(self._cron_fire(keys=[marker, last, stream], args=[ttl_ms, tick_ms, *fields]))
+        return bool(self._cron_fire(keys=[marker, last, stream], args=[ttl_ms, tick_ms, *flatten(fields)]))
 
     def last_cron_tick(self, name: str) -> int | None:
         raw = self.redis.get(f"{self.keys.prefix}:cron:{name}:last")

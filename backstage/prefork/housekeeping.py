@@ -182,17 +182,9 @@ class Housekeeper:
 
     def fire(self, entry: "CronEntry", tick: int) -> bool:
         m = self.m
-        t = m.app.tasks.get(entry.task)
-        fields = wire.encode_entry(
-            entry.task, entry.payload_json, enqueued_at=wire.now_ms(), job_id=f"cron:{entry.name}:{tick}",
-            attempts=t.attempts if t else None, backoff=t.backoff if t else None,
-            timeout_ms=math.ceil(t.timeout * 1000) if t and t.timeout else None,
-        )
+        fields = m.worker_entry(entry.task, entry.payload_json, f"cron:{entry.name}:{tick}", wire.now_ms())
         fields["cronTick"] = str(tick)
-        flat: list[Any] = []
-        for k, v in fields.items():
-            flat += (k, v)
-        fired = m.broker.fire_cron(entry.name, tick, entry.marker_ttl_ms(tick), m.keys.stream(entry.queue), flat)
+        fired = m.broker.fire_cron(entry.name, tick, entry.marker_ttl_ms(tick), m.keys.stream(entry.queue), fields)
         if fired:
             log.debug("cron %s fired tick %d", entry.name, tick, extra={"event": "cron", "task": entry.task})
         return fired

@@ -236,7 +236,7 @@ class Master(ChildrenMixin, RecoveryMixin):
         # fetched but never started: hand them back so other workers take them now
         while self.buffer:
             job = self.buffer.popleft()
-            self.batch.hand_back(job.si, job.id, _flat(job.fields))
+            self.batch.hand_back(job.si, job.id, job.fields)
 
     def force_stop(self) -> None:
         self.stopping = True
@@ -258,7 +258,7 @@ class Master(ChildrenMixin, RecoveryMixin):
                         sum(1 for c in self.children if c.inflight), extra={"event": "grace-expired"})
             for c in self.children:
                 for job in c.inflight:
-                    self.batch.hand_back(job.si, job.id, _flat(job.fields))
+                    self.batch.hand_back(job.si, job.id, job.fields)
                 c.inflight.clear()
                 self._kill(c, "grace period over")
         return True
@@ -447,8 +447,8 @@ class Master(ChildrenMixin, RecoveryMixin):
                                  f"no handler for task {task_name!r} in this app", 1)
                 return
             known = self._known[raw_task] = (
-                task_name, task.timeout or self.cfg.default_timeout,
-                math.ceil(task.result_ttl * 1000) if task.result_ttl else None, self.metrics.task(task_name))
+                task_name, task.timeout or self.cfg.default_timeout, self._result_ttl({}, task_name),
+                self.metrics.task(task_name))
         task_name, timeout, result_ttl, stats = known
         payload = fields.get(b"payload", b"null")
         if len(payload) > self.cfg.max_payload_bytes:
@@ -536,24 +536,31 @@ class Master(ChildrenMixin, RecoveryMixin):
             c.outbuf += ipc.pack_jobs(ipc.JOBS, meta, payloads)
             self.flush_child(c)
 
+    def worker_entry(self, task_name: str, payload_json: bytes | str, job_id: str,
+                     now: int) -> dict[str, str | bytes]:
+        """Fields of a job the worker creates itself (a workflow step, a cron
+        tick), with its task's declared attempts, backoff and time limit."""
+        t = self.app.tasks.get(task_name)
+        return wire.encode_entry(
+            task_name, payload_json, enqueued_at=now, job_id=job_id,
+            attempts=t.attempts if t else None, backoff=t.backoff if t else None,
+            timeout_ms=math.ceil(t.timeout * 1000) if t and t.timeout else None,
+        )
+
     def on_next(self, job: Job, step: list[Any]) -> None:
         task_name, delay_ms, payload_json, queue = step
         t = self.app.tasks.get(task_name)
         q = queue or (t.queue if t is not None and t.queue else "default")
         now = wire.now_ms()
         wf = job.fields.get(b"workflowId") or job.fields.get(b"jobId")
-        fields = wire.encode_entry(
-            task_name, payload_json, enqueued_at=now, job_id=new_job_id(),
-            attempts=t.attempts if t else None, backoff=t.backoff if t else None,
-            timeout_ms=math.ceil(t.timeout * 1000) if t and t.timeout else None,
-        )
+        fields = self.worker_entry(task_name, payload_json, new_job_id(), now)
         if wf:
             fields["workflowId"] = wf
         stream = self.keys.stream(q)
         if delay_ms and delay_ms > 0:
             self.batch.schedule(job.si, job.id, now + int(delay_ms), wire.encode_scheduled(stream, q, fields))
         else:
-            self.batch.add_next(job.si, job.id, stream, _flat(fields))
+            self.batch.add_next(job.si, job.id, stream, fields)
 
     def fail(self, job: Job, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None:
         self.failed += 1
@@ -594,7 +601,7 @@ class Master(ChildrenMixin, RecoveryMixin):
         if log_it:
             log.error("entry %s of %s dead-lettered (%s): %s", entry_id.decode(), queue, reason, emsg,
                       extra={"event": "dead-letter", "task": task, "queue": queue})
-        ttl = self._result_ttl(fields, fields.get(b"taskName", b"").decode("utf-8", "replace"))
+        ttl = self._result_ttl(fields, task)
         if ttl is not None:
             self._status(si, entry_id, fields, ttl, b"dead", b"reason", reason, b"errorType", etype,
                          b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % deliveries)
@@ -603,7 +610,7 @@ class Master(ChildrenMixin, RecoveryMixin):
             delivery_count=deliveries, consumer=self.cfg.consumer, error_type=etype,
             error_message=emsg, traceback=tb,
         )
-        self.batch.dead(si, entry_id, self.keys.dead_letter(queue), self.cfg.dead_letter_maxlen, _flat(dl))
+        self.batch.dead(si, entry_id, self.keys.dead_letter(queue), self.cfg.dead_letter_maxlen, dl)
 
     def _result_ttl(self, fields: dict[bytes, bytes], task_name: str) -> int | None:
         """Milliseconds to keep this job's status, or None if it did not opt in."""
@@ -719,12 +726,12 @@ class Master(ChildrenMixin, RecoveryMixin):
             log.error("stopping: %s", self.fatal)
             for c in self.children:
                 for job in c.inflight:
-                    self.batch.hand_back(job.si, job.id, _flat(job.fields))
+                    self.batch.hand_back(job.si, job.id, job.fields)
                 c.inflight.clear()
                 self._kill(c, "fatal")
             while self.buffer:
                 job = self.buffer.popleft()
-                self.batch.hand_back(job.si, job.id, _flat(job.fields))
+                self.batch.hand_back(job.si, job.id, job.fields)
         self._stop_waiting()
         # close every pipe: children exit at EOF; then wait for them
         for c in self.children:
@@ -763,14 +770,6 @@ class Master(ChildrenMixin, RecoveryMixin):
 
 def _noop(signum: int, frame: Any) -> None:
     pass
-
-
-def _flat(fields: dict[Any, Any]) -> list[Any]:
-    out: list[Any] = []
-    for k, v in fields.items():
-        out.append(k)
-        out.append(v)
-    return out
 
 
 def _set_title(text: str) -> None:

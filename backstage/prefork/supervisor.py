@@ -15,7 +15,6 @@ import os
 import selectors
 import signal
 import sys
-import time
 from typing import TYPE_CHECKING, Any, Deque
 
 import psutil
@@ -66,7 +65,7 @@ class Child:
     """Per-child state, keyed by this object (never by fd number)."""
 
     __slots__ = ("index", "pid", "job_w", "out_r", "reader", "inflight", "head_started", "tasks_done",
-                 "ready", "retiring", "outbuf", "eof", "killed", "spawned_at", "writing", "batchable", "queueable")
+                 "ready", "retiring", "outbuf", "eof", "killed", "writing", "batchable", "queueable")
 
     def __init__(self, index: int, pid: int, job_w: int, out_r: int) -> None:
         self.index = index
@@ -82,7 +81,6 @@ class Child:
         self.outbuf = bytearray()
         self.eof = False
         self.killed: str | None = None
-        self.spawned_at = time.monotonic()
         self.writing = False
         self.batchable = False  # every job it holds is of a known-fast task
         self.queueable = False  # every job it holds is of a known-short task
