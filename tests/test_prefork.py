@@ -38,6 +38,24 @@ def test_n_jobs_in_n_executions_out(client: Client, r, keys, prefix, start_worke
     assert "master stopped: processed=500 failed=0 exit code 0" in w.log()
 
 
+def test_connections_dropped_by_redis_while_idle_are_replaced(client, r, keys, prefix, start_worker):
+    """CLIENT KILL of every worker connection while nothing is in flight: the
+    master notices the closed sockets, reconnects, and neither dies nor spins."""
+    client.enqueue("record", {"i": 0})
+    w = start_worker("-c", "1")
+    wait_until(lambda: len(kinds(r, prefix, "record")) == 1 and settled(r, keys), 20, message=lambda: w.log()[-2000:])
+    killed = r.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 2  # at least the master's exchange and XREAD connections
+    master = psutil.Process(w.pid)
+    cpu0 = sum(master.cpu_times()[:2])
+    time.sleep(1.0)  # measuring, not waiting: a master spinning on a dead socket burns this whole second
+    assert sum(master.cpu_times()[:2]) - cpu0 < 0.5
+    client.enqueue("record", {"i": 1})
+    wait_until(lambda: len(kinds(r, prefix, "record")) == 2 and settled(r, keys), 20, message=lambda: w.log()[-2000:])
+    assert w.stop() == 0
+    assert "Traceback" not in w.log()
+
+
 def test_async_handlers_run(client, r, prefix, start_worker):
     client.enqueue_many([("aio", {"i": i}) for i in range(20)])
     start_worker("-c", "2")

@@ -158,15 +158,15 @@ class MasterBroker:
         return SettleBatch(self.keys.scheduled, self.streams)
 
     # -- fetching ----------------------------------------------------------
-    def start_wait(self, tails: Sequence[bytes], active: Sequence[int], block_ms: int) -> int:
-        """Send ``XREAD BLOCK`` from the given tails; return the socket fd to watch."""
+    def start_wait(self, tails: Sequence[bytes], active: Sequence[int], block_ms: int) -> Any:
+        """Send ``XREAD BLOCK`` from the given tails; return the socket to watch."""
         if self._wait_conn is None:
             self._wait_conn = self.redis.connection_pool.get_connection()
         conn = self._wait_conn
         conn.send_command("XREAD", "BLOCK", block_ms, "COUNT", 1, "STREAMS",
                           *[self.streams[i] for i in active], *tails)
         self.waiting = True
-        return int(conn._sock.fileno())  # redis-py keeps the socket here; no public accessor
+        return conn._sock  # redis-py keeps the socket here; no public accessor
 
     def finish_wait(self) -> None:
         """Read the reply of the outstanding XREAD (the socket is readable)."""
@@ -191,8 +191,9 @@ class MasterBroker:
     # broker keeps; the master goes on serving its children while Redis
     # works, and reads the two replies when the socket becomes readable.
 
-    def send_exchange(self, batch: SettleBatch | None, count: int, active: Sequence[int]) -> int:
-        """Send settle (if ``batch``) and fetch (if ``count`` > 0); return the fd to watch.
+    def send_exchange(self, batch: SettleBatch | None, count: int, active: Sequence[int]) -> Any:
+        """Send settle (if ``batch``) and fetch (if ``count`` > 0); return the
+        socket to watch (the same object until the connection is dropped).
 
         Several exchanges may be in flight; replies come back in order. A
         batch of plain acks goes as XACK + XDEL (no script: half the work
@@ -225,7 +226,7 @@ class MasterBroker:
             conn.disconnect()
             raise
         self._sent.append((cmds, n_settle, lua, list(active) if count > 0 else None))
-        return int(conn._sock.fileno())  # redis-py keeps the socket here; no public accessor
+        return conn._sock  # redis-py keeps the socket here; no public accessor
 
     def recv_exchange(self) -> tuple[int | None, tuple[list[Any], list[bytes]] | None]:
         """Read the replies of the oldest exchange in flight.
@@ -285,6 +286,21 @@ class MasterBroker:
             return bool(self._ops_conn.can_read(timeout=0))
         except (redis.ConnectionError, OSError):
             return True  # let recv_exchange meet the error
+
+    def exchange_conn_ok(self) -> bool:
+        """The exchange connection woke the selector with nothing in flight:
+        is it still usable? False (and dropped) when Redis closed it or sent
+        what nobody asked for; True when it was only TLS bookkeeping."""
+        conn = self._ops_conn
+        if conn is None or self._sent:
+            return conn is not None
+        try:
+            junk = bool(conn.can_read(timeout=0))
+        except (redis.ConnectionError, OSError):
+            junk = True
+        if junk:
+            conn.disconnect()
+        return not junk
 
     @property
     def exchanging(self) -> int:

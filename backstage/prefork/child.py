@@ -125,15 +125,19 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
 
     tasks = app.tasks
     loop: asyncio.AbstractEventLoop | None = None
-    reader = ipc.JobFrameReader(job_fd)
     shown = ""
+
+    def idle() -> None:  # the title changes only when it has nothing to run, not per job
+        nonlocal shown
+        if shown != "idle":
+            _title(f"{name} idle")
+            shown = "idle"
+
+    reader = ipc.JobFrameReader(job_fd, on_wait=idle)
     loads = orjson.loads
     perf = time.perf_counter_ns
     try:
         while True:
-            if not reader.has_buffered_frame() and shown != "idle":
-                _title(f"{name} idle")
-                shown = "idle"
             frame = reader.read()
             if frame is None:
                 return 0  # the master closed our pipe: stop (shutdown or recycle)

@@ -24,8 +24,9 @@ Everything is data: no pickled objects cross the pipe.
 from __future__ import annotations
 
 import os
+import select
 import struct
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 
@@ -95,25 +96,31 @@ class FrameReader:
 
 
 class JobFrameReader:
-    """Child side: reads whole job frames from a blocking pipe."""
+    """Child side: reads whole job frames from its pipe (made non-blocking
+    here). ``on_wait`` is called each time the reader is about to block, i.e.
+    when the child has nothing to run: not once per job."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, on_wait: Callable[[], None] | None = None) -> None:
         self.fd = fd
         self._buf = bytearray()
+        self._on_wait = on_wait
+        os.set_blocking(fd, False)
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
 
     def _fill(self, need: int) -> bool:
         while len(self._buf) < need:
-            chunk = os.read(self.fd, max(need - len(self._buf), 1 << 16))
+            try:
+                chunk = os.read(self.fd, max(need - len(self._buf), 1 << 16))
+            except BlockingIOError:
+                if self._on_wait is not None:
+                    self._on_wait()
+                self._poll.poll()  # readable, or EOF (POLLHUP), wakes it
+                continue
             if not chunk:
                 return False
             self._buf += chunk
         return True
-
-    def has_buffered_frame(self) -> bool:
-        if len(self._buf) < _JOB_HEAD.size:
-            return False
-        _, m, b = _JOB_HEAD.unpack_from(self._buf, 0)
-        return bool(len(self._buf) >= _JOB_HEAD.size + m + b)
 
     def read(self) -> tuple[int, list[Any], bytes] | None:
         """Next frame as (kind, meta, blob), or None at EOF."""

@@ -65,10 +65,10 @@ class Master(ChildrenMixin, RecoveryMixin):
         # exchanges in flight: (batch or None, fetch count, streams, reply deadline)
         self.sending: Deque[tuple[Any, int, list[int], float]] = collections.deque()
         self.unsent: list[Any] = []  # batches whose exchange failed: sent again first
-        self.exchange_fd: int | None = None
+        self.exchange_sock: Any = None  # the exchange connection's socket, registered while it lives
         self.seq = 0
         self.drained = False
-        self.wait_fd: int | None = None
+        self.wait_fd: Any = None  # the XREAD connection's socket while a wait is out
         self.stopping = False
         self.forced = False
         self.stop_deadline = math.inf
@@ -90,6 +90,8 @@ class Master(ChildrenMixin, RecoveryMixin):
         self.metrics_server: MetricsServer | None = None
         self.next_memory = 0.0
         self.next_title = 0.0
+        self.reap_due = True  # a child may have exited: waitpid on the next pass
+        self.next_reap = 0.0
         self.hooks: list[Callable[[], Any]] = list(app.child_start_hooks)
         self.processed = 0
         self.failed = 0
@@ -159,6 +161,10 @@ class Master(ChildrenMixin, RecoveryMixin):
             elif kind == "write":
                 self.flush_child(child)
             elif kind == "exchange":
+                if not self.sending:  # nothing asked for: closed by Redis, junk, or TLS bookkeeping
+                    if not self.broker.exchange_conn_ok():
+                        self._unwatch_exchange()
+                    continue
                 self.on_exchange_readable()
                 while self.sending and self.broker.reply_ready():
                     self.on_exchange_readable()
@@ -171,7 +177,10 @@ class Master(ChildrenMixin, RecoveryMixin):
             elif kind == "metrics-accept" and self.metrics_server is not None:
                 self.metrics_server.on_accept()
         now = self.clock()
-        self.reap()
+        if self.reap_due or now >= self.next_reap:
+            self.reap_due = False
+            self.next_reap = now + 1.0  # a backstop: SIGCHLD and pipe EOF say when to look
+            self.reap()
         self.kill_overdue(now)
         self.check_exchange(now)
         self.dispatch()  # children freed just now get buffered work first
@@ -207,7 +216,8 @@ class Master(ChildrenMixin, RecoveryMixin):
             return
         for signum in data:
             if signum == signal.SIGCHLD:
-                continue  # reap() runs every pass
+                self.reap_due = True
+                continue
             if signum in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
                 log.info("%s: stopping gracefully (grace period %.1fs)", signal.Signals(signum).name,
                          self.cfg.grace_period, extra={"event": "stop"})
@@ -338,17 +348,21 @@ class Master(ChildrenMixin, RecoveryMixin):
             if batch is not None:
                 self.batch = self.broker.new_batch()
         try:
-            fd = self.broker.send_exchange(batch, room, active)
+            sock = self.broker.send_exchange(batch, room, active)
         except redis.RedisError as exc:
             self._exchange_failed(batch)
             self._redis_error("settle" if batch is not None else "fetch", exc)
             return
         self.sending.append((batch, room, active, self.clock() + self.cfg.redis_timeout))
-        if self.exchange_fd != fd:
-            if self.exchange_fd is not None:
-                self.sel.unregister(self.exchange_fd)
-            self.sel.register(fd, selectors.EVENT_READ, ("exchange", None))
-            self.exchange_fd = fd
+        if sock is not self.exchange_sock:  # a new connection: watch it (stays watched while it lives)
+            self._unwatch_exchange()
+            self.sel.register(sock, selectors.EVENT_READ, ("exchange", None))
+            self.exchange_sock = sock
+
+    def _unwatch_exchange(self) -> None:
+        if self.exchange_sock is not None:
+            self.sel.unregister(self.exchange_sock)  # found by identity even once closed
+            self.exchange_sock = None
 
     def _exchange_failed(self, batch: Any = None) -> None:
         """Every exchange in flight is lost: their batches are sent again later."""
@@ -358,9 +372,7 @@ class Master(ChildrenMixin, RecoveryMixin):
         self.unsent = lost + self.unsent
         self.sending.clear()
         self.broker.abandon_exchange()
-        if self.exchange_fd is not None:
-            self.sel.unregister(self.exchange_fd)
-            self.exchange_fd = None
+        self._unwatch_exchange()
 
     def check_exchange(self, now: float) -> None:
         """Give up on round trips Redis has not answered within --redis-timeout."""
@@ -377,9 +389,6 @@ class Master(ChildrenMixin, RecoveryMixin):
             self._exchange_failed(None if settled else batch)
             self._redis_error("settle" if batch is not None and not settled else "fetch", exc)
             return
-        if not self.sending and self.exchange_fd is not None:
-            self.sel.unregister(self.exchange_fd)
-            self.exchange_fd = None
         self._redis_ok()
         if skipped:
             log.warning("%d outcome(s) not applied: their entries were reclaimed by another worker", skipped)

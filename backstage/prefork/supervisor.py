@@ -107,6 +107,7 @@ class ChildrenMixin:
         metrics_server: MetricsServer | None
         hooks: list[Callable[[], Any]]
         stopping: bool
+        reap_due: bool
         forced: bool
         fatal: str | None
         exit_code: int
@@ -176,6 +177,7 @@ class ChildrenMixin:
                 data = b""
             if not data:
                 child.eof = True
+                self.reap_due = True
                 self.sel.unregister(child.out_r)
                 return
             try:
