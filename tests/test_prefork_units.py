@@ -107,3 +107,50 @@ def test_corrupt_outcome_frame_is_an_error():
 def test_config_rejects_bad_values(kwargs, name):
     with pytest.raises(ConfigError, match=name):
         WorkerConfig(**kwargs)
+
+
+def _master_with_children(redis_url: str, inflight: list[int], ewma: float):
+    """A Master (never run) with children holding ``inflight`` jobs each."""
+    from backstage import Backstage
+    from backstage.prefork.master import Master
+    from backstage.prefork.supervisor import Child
+
+    m = Master(Backstage(redis_url, prefix="units"), WorkerConfig(redis_url=redis_url, concurrency=len(inflight)))
+    for i, n in enumerate(inflight):
+        c = Child(i, 0, -1, -1)
+        c.ready = True
+        c.inflight.extend([object()] * n)  # type: ignore[list-item]
+        m.children.append(c)
+    m.ewma = ewma
+    m.batch.ack(1, b"1-0")  # one outcome waiting to be settled
+    return m
+
+
+@pytest.mark.parametrize(
+    "inflight,ewma,held",
+    [
+        ([1, 2], 0.010, True),  # a child still has a queued job: wait for more outcomes
+        ([2, 2], 0.010, True),
+        ([1, 1], 0.010, False),  # every child is down to its running job: refill now
+        ([0, 2], 0.010, False),  # an idle child: fetch for it now
+        ([1, 2], 0.0001, False),  # fast jobs batch anyway: never held
+    ],
+)
+def test_outcomes_of_ms_jobs_are_held_to_share_a_round_trip(redis_url, inflight, ewma, held):
+    m = _master_with_children(redis_url, inflight, ewma)
+    try:
+        now = 100.0
+        until = m._hold_until(now)
+        if not held:
+            assert until == now
+            return
+        # at most half the average job, and never more than HOLD_MAX
+        assert until == now + min(m.HOLD_MAX, m.HOLD_SHARE * ewma)
+        assert m._hold_until(now + 0.001) == until  # counted from the first outcome
+        m.stopping = True
+        assert m._hold_until(now + 0.001) == now + 0.001  # stopping: settle at once
+    finally:
+        m.broker.close()
+        m.sel.close()
+        m._sig_r.close()
+        m._sig_w.close()
