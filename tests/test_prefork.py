@@ -56,6 +56,18 @@ def test_connections_dropped_by_redis_while_idle_are_replaced(client, r, keys, p
     assert "Traceback" not in w.log()
 
 
+def test_idle_children_take_turns(client, r, keys, prefix, start_worker):
+    """Jobs that arrive one at a time go to the child served longest ago,
+    not always to the first idle one."""
+    w = start_worker("-c", "3")
+    w.wait_children(3)
+    for i in range(6):
+        client.enqueue("record", {"i": i})
+        wait_until(lambda: len(kinds(r, prefix, "record")) == i + 1, 20, message=lambda: w.log()[-2000:])
+    pids = [e["pid"] for e in kinds(r, prefix, "record")]
+    assert len(set(pids[:3])) == 3 and len(set(pids[3:])) == 3, pids
+
+
 def test_async_handlers_run(client, r, prefix, start_worker):
     client.enqueue_many([("aio", {"i": i}) for i in range(20)])
     start_worker("-c", "2")

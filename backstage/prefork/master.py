@@ -68,6 +68,7 @@ class Master(ChildrenMixin, RecoveryMixin):
         self.unsent: list[Any] = []  # batches whose exchange failed: sent again first
         self.exchange_sock: Any = None  # the exchange connection's socket, registered while it lives
         self.seq = 0
+        self.dispatches = 0
         self.drained = False
         self.wait_fd: Any = None  # the XREAD connection's socket while a wait is out
         self.stopping = False
@@ -540,7 +541,9 @@ class Master(ChildrenMixin, RecoveryMixin):
             not c.inflight or (c.batchable and len(c.inflight) < limit) or (c.queueable and len(c.inflight) < 2))]
         if not free:
             return
-        free.sort(key=lambda c: len(c.inflight))
+        # the least loaded first and, among equals, the one served longest ago:
+        # idle children take turns instead of the first ones getting every job
+        free.sort(key=lambda c: (len(c.inflight), c.given))
         share = max(1, -(-len(self.buffer) // len(free)))
         now = self.clock()
         for c in free:
@@ -575,6 +578,8 @@ class Master(ChildrenMixin, RecoveryMixin):
                 continue
             if was_idle:
                 c.head_started = now
+            self.dispatches += 1
+            c.given = self.dispatches
             c.outbuf += ipc.pack_jobs(ipc.JOBS, meta, payloads)
             self.flush_child(c)
 

@@ -65,7 +65,7 @@ class Child:
     """Per-child state, keyed by this object (never by fd number)."""
 
     __slots__ = ("index", "pid", "job_w", "out_r", "reader", "inflight", "head_started", "tasks_done",
-                 "ready", "retiring", "outbuf", "eof", "killed", "writing", "batchable", "queueable")
+                 "ready", "retiring", "outbuf", "eof", "killed", "writing", "batchable", "queueable", "given")
 
     def __init__(self, index: int, pid: int, job_w: int, out_r: int) -> None:
         self.index = index
@@ -84,6 +84,7 @@ class Child:
         self.writing = False
         self.batchable = False  # every job it holds is of a known-fast task
         self.queueable = False  # every job it holds is of a known-short task
+        self.given = 0  # when it was last handed jobs (the master's dispatch count)
 
     @property
     def usable(self) -> bool:
