@@ -361,9 +361,8 @@ class Master(ChildrenMixin, RecoveryMixin):
         """Send the settle of what finished and a fetch for what there is room
         for, in one round trip; the replies are read when they arrive
         (:meth:`on_exchange_readable`) while the loop goes on serving children."""
-        if self.broker.exchanging >= self.MAX_EXCHANGES or self.clock() < self.redis_down_until:
-            return
-        if self._hold_until(self.clock()) > self.clock():
+        now = self.clock()
+        if self.broker.exchanging >= self.MAX_EXCHANGES or now < self.redis_down_until or self._hold_until(now) > now:
             return
         active: list[int]
         if self.unsent:  # batches whose fate is unknown: send them again, alone, first
