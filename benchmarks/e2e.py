@@ -73,8 +73,8 @@ import redis  # noqa: E402
 import bench_app  # noqa: E402
 from backstage import Client  # noqa: E402
 from backstage.keys import Keys  # noqa: E402
-from harness import (Bench, BenchError, PySpy, Worker, cpu_seconds, machine_busy_seconds,  # noqa: E402
-                     percentile, summarize_raw, wait_drained, wait_quiet)
+from harness import (Bench, BenchError, PySpy, Worker, cpu_now, cpu_seconds, cpu_used,  # noqa: E402
+                     machine_busy_seconds, percentile, summarize_raw, wait_drained, wait_quiet)
 from tests.redis_server import RedisServer  # noqa: E402
 
 TARGETS = {
@@ -101,7 +101,6 @@ def phase_noop(b: Bench, n: int, py_spy_dir: Path | None) -> dict[str, Any]:
         del jobs
 
         redis_ps = psutil.Process(b.server.proc.pid)  # type: ignore[union-attr]
-        me = psutil.Process()
         w = b.worker(prefix)
         spy = PySpy(w.pid, py_spy_dir / "noop-master-children.raw.txt") if py_spy_dir else None
         snap: dict[str, Any] = {}
@@ -112,20 +111,15 @@ def phase_noop(b: Bench, n: int, py_spy_dir: Path | None) -> dict[str, Any]:
             kids = w.ready_children()
             if kids:
                 try:
-                    snap.update(t=time.perf_counter(), master=cpu_seconds(w.ps), kids=kids,
-                                children=sum(cpu_seconds(k) for k in kids), redis=cpu_seconds(redis_ps), me=cpu_seconds(me),
-                                machine=machine_busy_seconds(), left=r.xlen(stream))
+                    snap.update(t=time.perf_counter(), kids=kids, cpu=cpu_now(w.ps, kids, redis_ps),
+                                left=r.xlen(stream))
                 except psutil.Error:
                     snap.clear()
 
         t_end = wait_drained(r, stream, w, timeout=max(60.0, n / 1000), on_poll=on_poll)
         if not snap:
             raise BenchError("the queue drained before the children were seen ready: use more --jobs")
-        cpu_master = cpu_seconds(w.ps) - snap["master"]
-        cpu_children = sum(cpu_seconds(k) for k in snap["kids"]) - snap["children"]
-        cpu_redis = cpu_seconds(redis_ps) - snap["redis"]
-        cpu_me = cpu_seconds(me) - snap["me"]
-        cpu_other = max(0.0, machine_busy_seconds() - snap["machine"] - cpu_master - cpu_children - cpu_redis - cpu_me)
+        cpu = cpu_used(snap["cpu"], cpu_now(w.ps, snap["kids"], redis_ps))
         rss_master = w.ps.memory_info().rss
         rss_children = [k.memory_info().rss for k in snap["kids"]]
         spy_summary = None
@@ -148,20 +142,9 @@ def phase_noop(b: Bench, n: int, py_spy_dir: Path | None) -> dict[str, Any]:
             "after_ready_wall_s": round(window, 3),
             "after_ready_jobs": jobs_window,
             "after_ready_jobs_per_s": round(jobs_window / window) if window > 0 else None,
-            "cpu_us_per_job": {
-                "master": round(cpu_master * per_job, 2),
-                "children_total": round(cpu_children * per_job, 2),
-                "redis_server": round(cpu_redis * per_job, 2),
-                "bench_script_polling": round(cpu_me * per_job, 2),
-                "other_processes": round(cpu_other * per_job, 2),
-            },
-            "cpu_busy_pct_of_window": {  # 100 % = one core for the whole window
-                "master": round(100 * cpu_master / window, 1),
-                "children_total": round(100 * cpu_children / window, 1),
-                "redis_server": round(100 * cpu_redis / window, 1),
-                "bench_script_polling": round(100 * cpu_me / window, 1),
-                "other_processes": round(100 * cpu_other / window, 1),
-            },
+            "cpu_us_per_job": {who: round(v * per_job, 2) for who, v in cpu.items()},
+            # 100 % = one core for the whole window
+            "cpu_busy_pct_of_window": {who: round(100 * v / window, 1) for who, v in cpu.items()},
             "rss_mb": {"master": round(rss_master / 2**20, 1),
                        "children": [round(x / 2**20, 1) for x in rss_children]},
             "worker_exit_code": code,
@@ -238,19 +221,14 @@ def _cpu_run(b: Bench, w: Worker, kids: list[psutil.Process], client: Client, r:
     before = single_runs(loops)
     single = statistics.median(before)
     redis_ps = psutil.Process(b.server.proc.pid)  # type: ignore[union-attr]
-    me = psutil.Process()
-    master0, kids0, redis0, me0, mach0 = (cpu_seconds(w.ps), sum(cpu_seconds(k) for k in kids), cpu_seconds(redis_ps),
-                                          cpu_seconds(me), machine_busy_seconds())
+    cpu0 = cpu_now(w.ps, kids, redis_ps)
     jobs = [("cpu", {"n": loops})] * n_jobs
     t0 = time.perf_counter()
     client.enqueue_many(jobs)
     t1 = wait_drained(r, stream, w, timeout=max(60.0, n_jobs * single * 5))
     wall = t1 - t0
-    cpu_kids = sum(cpu_seconds(k) for k in kids) - kids0
-    cpu_master = cpu_seconds(w.ps) - master0
-    cpu_redis = cpu_seconds(redis_ps) - redis0
-    cpu_me = cpu_seconds(me) - me0
-    cpu_other = max(0.0, machine_busy_seconds() - mach0 - cpu_kids - cpu_master - cpu_redis - cpu_me)
+    cpu = cpu_used(cpu0, cpu_now(w.ps, kids, redis_ps))
+    cpu_kids, cpu_master = cpu["children_total"], cpu["master"]
     after = single_runs(loops)
     ideal = n_jobs * single / b.concurrency
     return {
@@ -264,13 +242,8 @@ def _cpu_run(b: Bench, w: Worker, kids: list[psutil.Process], client: Client, r:
         "child_cpu_ms_per_job": round(1e3 * cpu_kids / n_jobs, 3),
         "master_cpu_us_per_job": round(1e6 * cpu_master / n_jobs, 1),
         "trace": read_trace(trace_dir, t0, t1, b.concurrency),
-        "cpu_busy_pct_of_wall": {  # 100 % = one core for the whole run
-            "children_total": round(100 * cpu_kids / wall, 1),
-            "master": round(100 * cpu_master / wall, 1),
-            "redis_server": round(100 * cpu_redis / wall, 1),
-            "bench_script_polling": round(100 * cpu_me / wall, 1),
-            "other_processes": round(100 * cpu_other / wall, 1),
-        },
+        # 100 % = one core for the whole run
+        "cpu_busy_pct_of_wall": {who: round(100 * v / wall, 1) for who, v in cpu.items()},
     }
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -52,6 +52,21 @@ def _prefork_command() -> list[str]:
 def cpu_seconds(p: psutil.Process) -> float:
     t = p.cpu_times()
     return float(t.user + t.system)
+
+
+def cpu_now(master: psutil.Process, kids: Sequence[psutil.Process], redis_ps: psutil.Process) -> dict[str, float]:
+    """CPU seconds so far of each party to a run (this script included) and of the whole machine."""
+    return {"master": cpu_seconds(master), "children_total": sum(cpu_seconds(k) for k in kids),
+            "redis_server": cpu_seconds(redis_ps), "bench_script_polling": cpu_seconds(psutil.Process()),
+            "machine": machine_busy_seconds()}
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each party used between two :func:`cpu_now` readings;
+    ``other_processes`` is the rest of what the machine was busy with."""
+    used = {who: after[who] - before[who] for who in before if who != "machine"}
+    used["other_processes"] = max(0.0, after["machine"] - before["machine"] - sum(used.values()))
+    return used
 
 
 def machine_busy_seconds() -> float:
