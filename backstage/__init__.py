@@ -23,8 +23,8 @@ from .errors import (
     TaskNotFound,
     WireError,
 )
-from .redis_conn import TlsSettings
-from .wire import Backoff
+from .connections.redis_conn import TlsSettings
+from .protocol.wire import Backoff
 
 __version__ = "0.1.0"
 

@@ -14,9 +14,9 @@ from typing import Any, Callable, Iterable, TypeVar, overload
 from .client import AsyncClient, Client, Job, TaskDefaults
 from .cron import CronEntry
 from .errors import ConfigError, InvalidJobError
-from .keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
-from .redis_conn import TlsSettings, resolve_url
-from .wire import Backoff, encode_payload
+from .protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
+from .connections.redis_conn import TlsSettings, resolve_url
+from .protocol.wire import Backoff, encode_payload
 
 __all__ = ["Backstage", "Task", "Next"]
 

@@ -22,11 +22,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
-from . import presence, redis_conn, resp, results, scripts
-from .cluster import SlotMoved
+from .ops import presence
+from .connections import redis_conn, resp
+from . import results
+from .protocol import scripts
+from .connections.cluster import SlotMoved
 from .errors import BrokerError, ConfigError, InvalidJobError
-from .keys import DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
-from .wire import Backoff, encode_entry, encode_payload, encode_scheduled, now_ms
+from .protocol.keys import DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
+from .protocol.wire import Backoff, encode_entry, encode_payload, encode_scheduled, now_ms
 
 __all__ = ["Client", "AsyncClient", "Job", "TaskDefaults", "Priority"]
 
@@ -366,7 +369,7 @@ class Client(_Producer):
         dedupe_ttl: seconds a dedupe marker lives when ``enqueue`` gets no ``dedupe_ttl``.
         defaults: per-task defaults lookup (the app passes its task registry).
         tls: CA and client certificate files for a ``rediss://`` URL
-            (:class:`~backstage.redis_conn.TlsSettings`).
+            (:class:`~backstage.connections.redis_conn.TlsSettings`).
     """
 
     def __init__(

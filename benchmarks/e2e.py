@@ -72,7 +72,7 @@ import redis  # noqa: E402
 
 import bench_app  # noqa: E402
 from backstage import Client  # noqa: E402
-from backstage.keys import Keys  # noqa: E402
+from backstage.protocol.keys import Keys  # noqa: E402
 from harness import (Bench, BenchError, PySpy, Worker, cpu_now, cpu_seconds, cpu_used,  # noqa: E402
                      machine_busy_seconds, percentile, summarize_raw, wait_drained, wait_quiet)
 from tests.redis_server import RedisServer  # noqa: E402

@@ -23,7 +23,7 @@ import psutil  # noqa: E402
 import redis  # noqa: E402
 
 from backstage import Client  # noqa: E402
-from backstage.keys import DEFAULT_GROUP  # noqa: E402
+from backstage.protocol.keys import DEFAULT_GROUP  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 #: the drain is polled (XLEN + XPENDING) every POLL until it is seen to move;

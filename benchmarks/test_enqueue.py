@@ -15,7 +15,7 @@ from typing import Any, Callable
 import redis
 
 from backstage import Client
-from backstage.keys import Keys
+from backstage.protocol.keys import Keys
 
 SINGLE_PER_ROUND = 1_000
 MANY_PER_ROUND = 10_000

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from backstage import Client
-from backstage.keys import Keys
+from backstage.protocol.keys import Keys
 
 from .redis_server import RedisServer
 

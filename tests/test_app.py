@@ -34,8 +34,8 @@ from backstage import (
     TaskNotFound,
     WireError,
 )
-from backstage.keys import Keys
-from backstage.wire import Entry, decode_entry, decode_scheduled
+from backstage.protocol.keys import Keys
+from backstage.protocol.wire import Entry, decode_entry, decode_scheduled
 
 
 @pytest.fixture
@@ -423,7 +423,8 @@ def test_exported_callables_have_docstrings() -> None:
             assert inspect.getdoc(obj), f"backstage.{name} has no docstring"
 
 
-@pytest.mark.parametrize("module", ["acl", "app", "client", "errors", "keys", "redis_conn", "resp", "scripts", "wire"])
+@pytest.mark.parametrize("module", ["ops.acl", "app", "client", "errors", "protocol.keys", "connections.redis_conn", "connections.resp",
+                                    "protocol.scripts", "protocol.wire"])
 def test_submodule_all_names_exist(module: str) -> None:
     mod = importlib.import_module(f"backstage.{module}")
     assert len(mod.__all__) == len(set(mod.__all__))

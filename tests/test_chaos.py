@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from backstage import Client
-from backstage.keys import Keys
+from backstage.protocol.keys import Keys
 
 from .helpers import wait_until
 from .redis_server import RedisServer

@@ -29,9 +29,9 @@ from backstage import (
     RedisUnavailable,
     RedisVersionError,
 )
-from backstage import redis_conn
-from backstage.keys import Keys
-from backstage.wire import Entry, decode_entry, decode_scheduled, now_ms
+from backstage.connections import redis_conn
+from backstage.protocol.keys import Keys
+from backstage.protocol.wire import Entry, decode_entry, decode_scheduled, now_ms
 
 from .redis_server import RedisServer, free_port
 

@@ -18,8 +18,8 @@ import redis
 from redis.crc import key_slot
 
 from backstage import Client, ConfigError
-from backstage.cluster import _slot_ranges
-from backstage.keys import Keys
+from backstage.connections.cluster import _slot_ranges
+from backstage.protocol.keys import Keys
 
 from .helpers import wait_until
 from .redis_server import RedisServer

@@ -19,10 +19,10 @@ import orjson
 import pytest
 import redis
 
-from backstage import wire
-from backstage.dlq import DeadLetters, parse_since
+from backstage.protocol import wire
+from backstage.ops.dlq import DeadLetters, parse_since
 from backstage.errors import ConfigError
-from backstage.keys import Keys
+from backstage.protocol.keys import Keys
 
 from .helpers import wait_until
 from .redis_server import free_port

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from backstage import Client
-from backstage.keys import Keys
+from backstage.protocol.keys import Keys
 
 from .helpers import wait_until
 from .workers import ledger, pending

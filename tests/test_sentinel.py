@@ -26,9 +26,9 @@ import pytest
 import redis
 
 from backstage import AsyncClient, Backstage, Client, ConfigError, RedisUnavailable
-from backstage import redis_conn
-from backstage.keys import Keys
-from backstage.resp import pack_command
+from backstage.connections import redis_conn
+from backstage.protocol.keys import Keys
+from backstage.connections.resp import pack_command
 
 from .helpers import wait_until
 from .redis_server import RedisServer, SentinelServer, free_port, start_sentinels

@@ -26,8 +26,9 @@ import pytest
 import redis
 
 from backstage import AsyncClient, Backstage, BrokerError, Client, ConfigError, RedisUnavailable, TlsSettings
-from backstage import acl, redis_conn
-from backstage.keys import Keys
+from backstage.ops import acl
+from backstage.connections import redis_conn
+from backstage.protocol.keys import Keys
 
 from .helpers import wait_until
 from .redis_server import RedisServer, TlsFiles, free_port, make_tls_files

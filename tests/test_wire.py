@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backstage.errors import InvalidJobError, WireError
-from backstage.wire import (
+from backstage.protocol.wire import (
     REASONS,
     Backoff,
     Entry,

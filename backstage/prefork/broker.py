@@ -13,9 +13,10 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import redis
 
-from .. import redis_conn, scripts
-from ..resp import pack_command
-from ..keys import Keys
+from ..connections import redis_conn
+from ..protocol import scripts
+from ..connections.resp import pack_command
+from ..protocol.keys import Keys
 
 __all__ = ["MasterBroker", "SettleBatch", "flatten"]
 

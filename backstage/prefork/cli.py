@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 from ..app import Backstage
 from ..errors import AppNotFound, ConfigError
-from ..redis_conn import TlsSettings, with_tls
-from ..keys import PRIORITIES
+from ..connections.redis_conn import TlsSettings, with_tls
+from ..protocol.keys import PRIORITIES
 from ..logs import setup_logging
 from .config import WorkerConfig, default_consumer
 from .master import EXIT_APP, EXIT_USAGE, Master

@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, InvalidJobError
-from ..keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, validate_queue
+from ..protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, validate_queue
 
 __all__ = ["WorkerConfig", "default_consumer"]
 

@@ -19,7 +19,9 @@ import orjson
 import psutil
 import redis
 
-from .. import __version__, presence, wire
+from .. import __version__
+from ..ops import presence
+from ..protocol import wire
 from . import ipc
 
 if TYPE_CHECKING:

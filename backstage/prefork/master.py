@@ -21,10 +21,10 @@ from typing import Any, Callable, Deque
 
 import redis
 
-from .. import wire
+from ..protocol import wire
 from ..app import Backstage
 from ..client import new_job_id
-from ..keys import Keys
+from ..protocol.keys import Keys
 from . import ipc, policy
 from .broker import MasterBroker
 from .config import WorkerConfig

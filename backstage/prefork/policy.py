@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Union
 
-from ..wire import Backoff
+from ..protocol.wire import Backoff
 
 __all__ = ["Decision", "Retry", "Dead", "decide", "DEFAULT_BACKOFF"]
 

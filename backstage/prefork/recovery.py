@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import redis
 
-from .. import wire
+from ..protocol import wire
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Deque

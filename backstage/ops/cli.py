@@ -17,10 +17,11 @@ from typing import Any, Sequence
 import orjson
 import redis
 
-from . import acl, dlq, redis_conn
-from .client import Client
-from .errors import BackstageError
-from .keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
+from . import acl, dlq
+from ..connections import redis_conn
+from ..client import Client
+from ..errors import BackstageError
+from ..protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
 
 __all__ = ["main"]
 

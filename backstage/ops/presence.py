@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import orjson
 import redis
 
-from .keys import Keys
+from ..protocol.keys import Keys
 
 __all__ = ["CONTROL_TASK", "COMMANDS", "RESERVED_CONSUMERS", "heartbeat", "live_consumers", "live_workers",
            "remove", "paused_queues", "set_paused", "reply", "collect_replies", "reply_key"]

@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import orjson
 
-from .errors import ConfigError
-from .keys import DEFAULT_PREFIX, Keys
+from ..errors import ConfigError
+from ..protocol.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["ROLES", "rules", "setuser", "add_parser", "run"]
 

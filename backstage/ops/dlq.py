@@ -38,9 +38,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO, TypeVar, 
 import orjson
 import redis
 
-from . import redis_conn, scripts, wire
-from .errors import BackstageError, ConfigError
-from .keys import Keys, validate_queue
+from ..connections import redis_conn
+from ..protocol import scripts, wire
+from ..errors import BackstageError, ConfigError
+from ..protocol.keys import Keys, validate_queue
 
 __all__ = ["DEAD_LETTER_FIELDS", "REQUEUE_DROPS", "DEFAULT_BATCH", "DEFAULT_LIST_LIMIT", "DeadLetter",
            "DeadLetters", "Filter", "Progress", "format_entry", "format_table", "parse_since", "run"]
@@ -192,7 +193,7 @@ class DeadLetters:
     """Read, requeue and purge the dead-letter stream of one queue.
 
     Redis errors are not translated here: wrap calls in
-    :func:`backstage.redis_conn.translate_errors` (as :func:`run` does).
+    :func:`backstage.connections.redis_conn.translate_errors` (as :func:`run` does).
     """
 
     def __init__(self, r: "redis.Redis", keys: Keys, queue: str) -> None:

@@ -8,7 +8,7 @@ to one node: the master that owns that slot. Its connections find the owner
 ``MOVED``/``ASK``/``CLUSTERDOWN``/``TRYAGAIN`` reply (a failover or a
 resharding) drops the connection and surfaces as :class:`SlotMoved`: the
 command did not run, so it is safe to send again, and the next connection
-goes to the new owner. Used by :mod:`backstage.redis_conn` for producers,
+goes to the new owner. Used by :mod:`backstage.connections.redis_conn` for producers,
 the master and the CLI alike.
 """
 
@@ -23,7 +23,7 @@ import redis.asyncio.connection
 import redis.connection
 from redis.crc import key_slot
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["CLUSTER_SCHEMES", "SlotMoved", "ClusterTarget", "parse_cluster_url", "hash_tag", "sync_client",
            "async_client"]

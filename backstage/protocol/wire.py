@@ -18,7 +18,7 @@ from typing import Any, Mapping, Union
 
 import orjson
 
-from .errors import InvalidJobError, PayloadError, WireError
+from ..errors import InvalidJobError, PayloadError, WireError
 from .keys import validate_queue
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import ConfigError, InvalidJobError
+from ..errors import ConfigError, InvalidJobError
 
 __all__ = ["Keys", "PRIORITIES", "RESERVED", "validate_queue", "DEFAULT_PREFIX", "DEFAULT_GROUP"]
 

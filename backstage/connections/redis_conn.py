@@ -36,7 +36,7 @@ import redis.retry
 import redis.sentinel
 
 from . import cluster
-from .errors import BrokerError, ConfigError, RedisUnavailable, RedisVersionError
+from ..errors import BrokerError, ConfigError, RedisUnavailable, RedisVersionError
 
 __all__ = [
     "TlsSettings",
@@ -412,7 +412,7 @@ def sync_client(url: str, *, socket_timeout: float | None = 30.0, tls: TlsSettin
     """A ``redis.Redis`` for ``url`` (see the module docstring), bytes replies.
 
     ``slot_key`` is the key prefix: with a ``redis+cluster://`` URL the client
-    talks to the owner of its hash-tag slot (see :mod:`backstage.cluster`).
+    talks to the owner of its hash-tag slot (see :mod:`backstage.connections.cluster`).
 
     Raises:
         ConfigError: the URL or a TLS option is invalid.
