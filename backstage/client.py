@@ -136,13 +136,14 @@ class _Opts:
 class _Prepared:
     """One packed command and how to read its reply."""
 
-    __slots__ = ("task", "job_id", "kind", "command")
+    __slots__ = ("task", "job_id", "kind", "command", "args")
 
-    def __init__(self, task: str, job_id: str, kind: str, command: bytes) -> None:
+    def __init__(self, task: str, job_id: str, kind: str, command: bytes, args: tuple[Any, ...] = ()) -> None:
         self.task = task
         self.job_id = job_id
-        self.kind = kind  # 'x' XADD, 'z' ZADD, 'e' EVALSHA enqueue.lua
-        self.command = command
+        self.kind = kind  # 'x' XADD, 'z' ZADD, 'e' enqueue.lua (FCALL, or EVALSHA on Redis 6.2)
+        self.command = command  # for 'e': packed once the Redis version is known
+        self.args = args  # for 'e': numkeys, keys and arguments
 
 
 class _Producer:
@@ -165,6 +166,8 @@ class _Producer:
         self._version_checked = False
         self._enqueue_lua = scripts.source("enqueue")
         self._enqueue_sha = hashlib.sha1(self._enqueue_lua.encode()).hexdigest().encode()
+        self._enqueue_fn = scripts.producer_library().functions["enqueue"].encode()
+        self._functions = False  # Redis 7+: FCALL our function library; 6.2: EVALSHA (set by _ready)
         self._scheduled_b = self.keys.scheduled.encode()
 
     # -- argument checking -------------------------------------------------
@@ -276,17 +279,19 @@ class _Producer:
                     o.xadd_head(), len(payload_json), payload_json, len(jid), jid, len(now_b), now_b)
                 return _Prepared(o.task, job_id, "x", cmd)
             fields = [b"taskName", o.task_b, b"payload", payload_json, b"enqueuedAt", now_b, *o.extra, b"jobId", jid]
-            return _Prepared(o.task, job_id, "e", self._lua_job(o, b"x", o.stream.encode(), jid, now_b,
-                                                                (len(fields), *fields)))
+            return _Prepared(o.task, job_id, "e", b"", self._lua_job(o, b"x", o.stream.encode(), jid, now_b,
+                                                                     (len(fields), *fields)))
         member = encode_scheduled(o.stream, o.queue, encode_entry(
             o.task, payload_json, enqueued_at=now, job_id=job_id, attempts=o.attempts,
             backoff=o.backoff, timeout_ms=o.timeout_ms, extra=o.extra_fields))
         if not lua:
             return _Prepared(o.task, job_id, "z", resp.pack_command((b"ZADD", self._scheduled_b, due, member)))
-        return _Prepared(o.task, job_id, "e", self._lua_job(o, b"z", self._scheduled_b, jid, now_b, (due, member)))
+        return _Prepared(o.task, job_id, "e", b"", self._lua_job(o, b"z", self._scheduled_b, jid, now_b,
+                                                                 (due, member)))
 
-    def _lua_job(self, o: _Opts, mode: bytes, target: bytes, jid: bytes, now_b: bytes, tail: tuple[Any, ...]) -> bytes:
-        """EVALSHA enqueue.lua for one job that needs dedupe or result tracking."""
+    def _lua_job(self, o: _Opts, mode: bytes, target: bytes, jid: bytes, now_b: bytes,
+                 tail: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Arguments of enqueue.lua for one job that needs dedupe or result tracking."""
         keys: list[bytes] = [target]
         di = ri = 0
         if o.dedupe is not None:
@@ -295,8 +300,21 @@ class _Producer:
         if o.result_ttl_ms is not None:
             keys.append(self.keys.result(jid.decode()).encode())
             ri = len(keys)
-        return resp.pack_command((b"EVALSHA", self._enqueue_sha, len(keys), *keys, now_b, mode, 1, di, o.ttl_ms,
-                                  ri, o.result_ttl_ms or 0, o.task_b, *tail))
+        return (len(keys), *keys, now_b, mode, 1, di, o.ttl_ms, ri, o.result_ttl_ms or 0, o.task_b, *tail)
+
+    def _pack_lua(self, batch: Sequence[_Prepared]) -> None:
+        """Pack the enqueue.lua calls of ``batch`` (the Redis version is known by now)."""
+        head = (b"FCALL", self._enqueue_fn) if self._functions else (b"EVALSHA", self._enqueue_sha)
+        for p in batch:
+            if p.kind == "e":
+                p.command = resp.pack_command((*head, *p.args))
+
+    def _no_functions_error(self, exc: Exception) -> BrokerError:
+        return BrokerError(
+            f"Redis at {self.where} does not have the Backstage functions loaded and this user may not load "
+            f"them ({exc}): start a backstage-prefork worker once, or run `backstage functions load` "
+            "as an admin user"
+        )
 
     def _prepare_one(self, task: str, payload: Any, **options: Any) -> _Prepared:
         now = now_ms()
@@ -329,11 +347,12 @@ class _Producer:
         return {"taskName": task, "payload": encode_payload(task, payload), "enqueuedAt": str(now_ms())}
 
     def _noscript(self, batch: Sequence[_Prepared], replies: Sequence[Any]) -> list[int]:
-        """Indexes of EVALSHA commands that met an empty script cache."""
+        """Indexes of enqueue.lua calls that met an empty script cache or a missing function."""
         # redis-py strips the "NOSCRIPT " code from the message of the NoScriptError it raises
         return [i for i, (p, r) in enumerate(zip(batch, replies))
                 if p.kind == "e" and (isinstance(r, redis.exceptions.NoScriptError)
-                                      or (isinstance(r, redis.ResponseError) and str(r).startswith("NOSCRIPT")))]
+                                      or (isinstance(r, redis.ResponseError) and str(r).startswith("NOSCRIPT"))
+                                      or scripts.function_missing(r))]
 
     def _results(self, batch: Sequence[_Prepared], replies: Sequence[Any]) -> list[str | None]:
         out: list[str | None] = []
@@ -393,9 +412,21 @@ class Client(_Producer):
     def _ready(self) -> None:
         if not self._version_checked:
             with redis_conn.translate_errors(self.where):
-                redis_conn.check_version(self.redis.info("server"), self.where)
-                self.redis.script_load(self._enqueue_lua)
+                version = redis_conn.check_version(self.redis.info("server"), self.where)
+                # enqueue.lua is loaded on first use (NOSCRIPT, or a missing function): a producer
+                # that never needs it needs no script rights at all
+                self._functions = version >= scripts.FUNCTIONS_VERSION
             self._version_checked = True
+
+    def _reload(self) -> None:
+        """Load enqueue.lua again after Redis lost it (restart, flush, failover)."""
+        if not self._functions:
+            self.redis.script_load(self._enqueue_lua)
+            return
+        try:
+            scripts.load_library(self.redis)
+        except redis.exceptions.NoPermissionError as exc:
+            raise self._no_functions_error(exc) from None
 
     def _run(self, commands: list[bytes]) -> list[Any]:
         try:
@@ -424,11 +455,12 @@ class Client(_Producer):
 
     def _execute(self, batch: Sequence[_Prepared]) -> list[str | None]:
         self._ready()
+        self._pack_lua(batch)
         with redis_conn.translate_errors(self.where):
             replies = self._run([p.command for p in batch])
             retry = self._noscript(batch, replies)
-            if retry:  # Redis restarted or SCRIPT FLUSH since _ready(): load and resend those
-                self.redis.script_load(self._enqueue_lua)
+            if retry:  # Redis restarted, flushed, or never had our functions: load and resend those
+                self._reload()
                 for i, r in zip(retry, self._run([batch[i].command for i in retry])):
                     replies[i] = r
         return self._results(batch, replies)
@@ -545,15 +577,19 @@ class Client(_Producer):
         Commands: ``ping`` (each answers with its presence), ``shutdown``
         (graceful), ``pause``/``resume`` (``value``: a queue; pausing is kept
         in Redis, so masters started later honour it too), ``concurrency``
-        (``value``: children per master). Returns the answers that came
-        within ``timeout`` seconds, one per master.
+        (``value``: children per master, 1 to 1024). Returns the answers that
+        came within ``timeout`` seconds, one per master.
+
+        Control goes through ``P:control``, which only an admin ACL user
+        (``backstage acl admin``) may write: a producer user gets a
+        BrokerError naming the admin rule set.
         """
         if command not in presence.COMMANDS:
             raise InvalidJobError(f"control command {command!r}: use one of {', '.join(presence.COMMANDS)}")
         if command in ("pause", "resume"):
             validate_queue(value)
-        if command == "concurrency" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InvalidJobError(f"control concurrency {value!r}: expected an integer >= 1")
+        if command == "concurrency" and presence.check_concurrency(value) is not None:
+            raise InvalidJobError(f"control {presence.check_concurrency(value)}")
         self._ready()
         request = new_job_id()
         key = presence.reply_key(self.keys, request)
@@ -562,8 +598,8 @@ class Client(_Producer):
             expected = 1 if target is not None else len(live)
             if command in ("pause", "resume"):
                 presence.set_paused(self.redis, self.keys, [value], command == "pause")
-            self.broadcast(presence.CONTROL_TASK, {"cmd": command, "value": value, "target": target,
-                                                   "reply_to": key, "id": request})
+            presence.send_control(self.redis, self.keys, {"cmd": command, "value": value, "target": target,
+                                                          "reply_to": key, "id": request})
             return presence.collect_replies(self.redis, key, expected, timeout)
 
     def close(self) -> None:
@@ -600,17 +636,30 @@ class AsyncClient(_Producer):
     async def _ready(self) -> None:
         if not self._version_checked:
             with redis_conn.translate_errors(self.where):
-                redis_conn.check_version(await self.redis.info("server"), self.where)
-                await self.redis.script_load(self._enqueue_lua)
+                version = redis_conn.check_version(await self.redis.info("server"), self.where)
+                # enqueue.lua is loaded on first use (NOSCRIPT, or a missing function): a producer
+                # that never needs it needs no script rights at all
+                self._functions = version >= scripts.FUNCTIONS_VERSION
             self._version_checked = True
+
+    async def _reload(self) -> None:
+        """See :meth:`Client._reload`."""
+        if not self._functions:
+            await self.redis.script_load(self._enqueue_lua)
+            return
+        try:
+            await scripts.load_library_async(self.redis)
+        except redis.exceptions.NoPermissionError as exc:
+            raise self._no_functions_error(exc) from None
 
     async def _execute(self, batch: Sequence[_Prepared]) -> list[str | None]:
         await self._ready()
+        self._pack_lua(batch)
         with redis_conn.translate_errors(self.where):
             replies = await resp.run_packed_async(self.redis, [p.command for p in batch])
             retry = self._noscript(batch, replies)
             if retry:
-                await self.redis.script_load(self._enqueue_lua)
+                await self._reload()
                 again = await resp.run_packed_async(self.redis, [batch[i].command for i in retry])
                 for i, r in zip(retry, again):
                     replies[i] = r

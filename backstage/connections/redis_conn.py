@@ -492,7 +492,8 @@ def translate(exc: BaseException, where: str) -> BrokerError:
     if (isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM")
             or "user executing the script can't" in text):
         return BrokerError(f"Redis at {where} refused the command: {exc} (the Redis user lacks a permission; "
-                           "`backstage acl worker` and `backstage acl producer` print the rules each side needs)")
+                           "`backstage acl worker`, `backstage acl producer` and `backstage acl admin` print the rules "
+                           "each side needs; control commands need the admin rules)")
     return BrokerError(f"Redis at {where} refused the command: {exc}")
 
 

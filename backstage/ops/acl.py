@@ -1,20 +1,36 @@
-"""Least-privilege Redis ACL rules for the two sides of Backstage, and the
-``backstage acl worker|producer`` command that prints them.
+"""Least-privilege Redis ACL rules for the roles of Backstage, and the
+``backstage acl producer|worker|admin`` command that prints them.
 
 - **producer** (``Client``, ``AsyncClient``, ``app.enqueue``): enqueue now,
   later, deduplicated or with a tracked result, broadcast, read a tracked
   job's status and result. It cannot read a queue: no XREAD, XREADGROUP,
   XRANGE, no consumer-group commands. With ACL selectors (Redis 7+) its
   SET/EXISTS are confined to ``P:dedupe:*`` and its DEL/HSET/HGET… to
-  ``P:result:*``, so it cannot overwrite or delete a queue either.
+  ``P:result:*``, so it cannot overwrite or delete a queue either. It runs
+  our Lua and no other: ``FCALL`` of the function library the worker loads
+  (Redis 7+), never EVAL, EVALSHA, SCRIPT or FUNCTION LOAD.
 - **worker** (``backstage-prefork``): everything a producer may do (handlers
   enqueue too), plus the consumer-group reads, acks, claims, delayed-job
-  promotion, cron markers, broadcast groups and presence.
+  promotion, cron markers, broadcast groups, presence, loading the function
+  library, and reading (never writing) the control stream.
+- **admin** (the operator CLI ``backstage inspect|dlq|workers|control``,
+  dashboard actions): everything a worker may do, plus the operator's reads
+  (XRANGE, SCAN, MGET, BLPOP…) and writing ``P:control``.
 
-Commands run inside our Lua scripts are checked against the caller's user
-too, so every command of ``backstage/lua/*.lua`` is listed. The operator
-CLI (``backstage inspect``, ``dlq``, ``control``, ``workers``) is not
-covered: run it as an administrative user.
+Neither the producer's nor (with selectors) the worker's key patterns
+match ``P:control``: they grant ``P:<anything but control>`` with glob
+negations (:func:`_all_but`), so only an admin can command workers.
+
+Commands run inside our Lua scripts and functions are checked against the
+caller's user too, so every command of ``backstage/lua/*.lua`` is listed.
+
+Redis 6.2 has neither selectors nor functions: ``selectors=False`` (CLI
+``--no-selectors``) prints flat rule sets it accepts, where the producer
+runs ``enqueue.lua`` with EVALSHA and so must be allowed SCRIPT LOAD: it
+could then load and run Lua of its own (a ``while true do end`` answers
+BUSY to everyone until an admin runs SCRIPT KILL). On 6.2 a producer that
+never uses ``dedupe_key`` nor ``result_ttl`` needs no script rights:
+``scripts=False`` (``--no-scripts``) leaves them out.
 
 Pure functions, no Redis traffic; run by the ``backstage`` CLI.
 """
@@ -29,11 +45,13 @@ from ..protocol.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["ROLES", "rules", "setuser", "add_parser", "run"]
 
-ROLES = ("producer", "worker")
+ROLES = ("producer", "worker", "admin")
 
 #: Connection set-up and the version check (INFO) every client does first.
 _CONNECT = ("ping", "select", "info")
-#: Our Lua scripts: loaded once (SCRIPT LOAD), then run with EVALSHA.
+#: Redis 7+: our producer scripts as functions (loaded by the worker or an admin).
+_FUNCTIONS = ("fcall",)
+#: Redis 6.2: our scripts loaded once (SCRIPT LOAD), then run with EVALSHA.
 _SCRIPTS = ("script|load", "evalsha")
 #: Producer: XADD (enqueue, broadcast), ZADD (delayed); enqueue.lua adds the rest.
 _PRODUCER_ROOT = ("xadd", "zadd")
@@ -47,19 +65,47 @@ _WORKER = (
     "zrange", "zrangebyscore", "zrem", "zremrangebyscore",
     "get", "smembers", "rpush",
 )
+#: Worker, Redis 7+: load the producer library (functions live outside key space).
+_WORKER_FUNCTIONS = ("function|load",)
+#: Worker on P:control: read it, never write it.
+_WORKER_CONTROL = ("xread", "xinfo|stream")
+#: Admin, beyond the worker's: inspect, dlq, workers, control (and the dashboard's actions).
+_ADMIN = (
+    "xrange", "xrevrange", "xtrim", "xinfo|help", "scan", "type", "mget", "zcard", "zrangebyscore",
+    "sadd", "srem", "blpop", "function|list", "function|delete", "script|load", "evalsha",
+)
+#: The control stream's name under the prefix: what producers (and workers) may not write.
+_CONTROL = "control"
 
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True) -> list[str]:
-    """The ACL rules of ``role`` (``"producer"`` or ``"worker"``) for keys under ``prefix``.
+def _all_but(head: str, word: str) -> list[str]:
+    """Glob patterns matching ``head`` + any non-empty text except ``word`` (ACL has no deny rules).
+
+    For ``control``: ``P:[^c]*``, ``P:c``, ``P:c[^o]*``, ``P:co``, … ``P:contro[^l]*``,
+    ``P:control?*``. Queue names never hold ``[``, ``]`` or ``^``, and ``head`` is escaped.
+    """
+    out = [f"{head}[^{word[0]}]*"]
+    for i in range(1, len(word)):
+        out += [f"{head}{word[:i]}", f"{head}{word[:i]}[^{word[i]}]*"]
+    out.append(f"{head}{word}?*")
+    return out
+
+
+def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True, scripts: bool = True) -> list[str]:
+    """The ACL rules of ``role`` (``"producer"``, ``"worker"`` or ``"admin"``) for keys under ``prefix``.
 
     Args:
-        selectors: confine the producer's SET/EXISTS to dedupe markers and its
-            DEL/HSET/… to result hashes with ACL selectors (Redis 7+). False
-            gives one flat rule set that Redis 6.2 accepts.
+        selectors: Redis 7+: confine the producer's SET/EXISTS to dedupe markers
+            and its DEL/HSET/… to result hashes, and the worker's access to
+            ``P:control`` to reads, with ACL selectors; the producer runs our
+            scripts as functions (FCALL). False gives flat rule sets that
+            Redis 6.2 accepts, where the producer needs EVALSHA and SCRIPT LOAD.
+        scripts: False leaves the producer's script rights out altogether (for
+            producers that use neither ``dedupe_key`` nor ``result_ttl``).
 
     Returns:
         Rules for ``ACL SETUSER <user> <rules…>``: they reset the user's keys,
@@ -75,50 +121,73 @@ def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True) ->
     out = ["on", "resetkeys", "resetchannels"]
     if selectors:
         out.append("clearselectors")
-    out += ["-@all", f"~{head}*"]
-    grant = [*_CONNECT, *_SCRIPTS, *_PRODUCER_ROOT]
-    if role == "worker" or not selectors:
+    out.append("-@all")
+    if role == "admin" or (role == "worker" and not selectors):
+        out.append(f"~{head}*")  # (a 6.2 worker can write P:control: it has no selectors to fence it off)
+    else:
+        out += [f"~{p}" for p in _all_but(head, _CONTROL)]
+    grant = [*_CONNECT, *_PRODUCER_ROOT]
+    if role != "producer":
+        grant += [*_FUNCTIONS, *_SCRIPTS]
+    elif scripts:
+        grant += _FUNCTIONS if selectors else _SCRIPTS
+    if role != "producer" or not selectors:
         grant += [*_PRODUCER_DEDUPE, *_PRODUCER_RESULT]
-    if role == "worker":
+    if role != "producer":
         grant += _WORKER
+        if selectors:
+            grant += _WORKER_FUNCTIONS
+    if role == "admin":
+        grant += [c for c in _ADMIN if c not in grant]
+    if not selectors:  # Redis 6.2 refuses rules naming commands it does not have
+        grant = [c for c in grant if c != "fcall" and not c.startswith("function|")]
     out += [f"+{c}" for c in grant]
     if role == "producer" and selectors:
         out.append(f"(~{head}dedupe:* {' '.join('+' + c for c in _PRODUCER_DEDUPE)})")
         out.append(f"(~{head}result:* {' '.join('+' + c for c in _PRODUCER_RESULT)})")
+    if role == "worker" and selectors:
+        out.append(f"(~{head}{_CONTROL} {' '.join('+' + c for c in _WORKER_CONTROL)})")
     return out
 
 
-def setuser(role: str, prefix: str = DEFAULT_PREFIX, user: str | None = None, *, selectors: bool = True) -> str:
+def setuser(role: str, prefix: str = DEFAULT_PREFIX, user: str | None = None, *, selectors: bool = True,
+            scripts: bool = True) -> str:
     """One ``ACL SETUSER`` line for redis-cli (selectors in double quotes)."""
     name = user or f"backstage-{role}"
     if not name or any(c.isspace() or c == '"' for c in name):
         raise ConfigError(f"ACL user {name!r}: must be non-empty, without spaces or quotes")
-    parts = [f'"{r}"' if " " in r else r for r in rules(role, prefix, selectors=selectors)]
+    parts = [f'"{r}"' if " " in r else r for r in rules(role, prefix, selectors=selectors, scripts=scripts)]
     return " ".join(["ACL", "SETUSER", name, *parts])
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """The ``acl`` subcommand of the ``backstage`` CLI."""
     a = sub.add_parser(
-        "acl", help="print the least-privilege ACL SETUSER line for a worker or a producer",
-        description="Print an ACL SETUSER line granting only what a Backstage worker or producer needs. "
+        "acl", help="print the least-privilege ACL SETUSER line for a producer, a worker or an admin",
+        description="Print an ACL SETUSER line granting only what a Backstage producer, worker or admin "
+                    "(operator CLI, dashboard, remote control) needs. "
                     "It sets no password: pipe it to redis-cli, then run ACL SETUSER <user> >password.",
     )
     a.add_argument("role", choices=ROLES)
     a.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX})")
     a.add_argument("--user", default=None, help="ACL user name (default backstage-<role>)")
     a.add_argument("--no-selectors", action="store_true",
-                   help="one flat rule set for Redis 6.2 (no ACL selectors; looser for producers)")
+                   help="flat rule sets for Redis 6.2 (no ACL selectors, no functions): looser; a producer "
+                        "gets EVALSHA and SCRIPT LOAD, so it could run Lua of its own")
+    a.add_argument("--no-scripts", action="store_true",
+                   help="no script rights for a producer that never uses dedupe_key nor result_ttl "
+                        "(the safe choice on Redis 6.2)")
     a.add_argument("--json", action="store_true", help="the rules as a JSON list")
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the rules; returns the exit code."""
     selectors = not args.no_selectors
+    scripts = not args.no_scripts
     if args.json:
         print(orjson.dumps({"role": args.role, "user": args.user or f"backstage-{args.role}",
-                            "rules": rules(args.role, args.prefix, selectors=selectors)}).decode())
+                            "rules": rules(args.role, args.prefix, selectors=selectors, scripts=scripts)}).decode())
     else:
-        print(setuser(args.role, args.prefix, args.user, selectors=selectors))
+        print(setuser(args.role, args.prefix, args.user, selectors=selectors, scripts=scripts))
     return 0
 

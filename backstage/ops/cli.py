@@ -1,6 +1,6 @@
 """``backstage`` (also ``python -m backstage``): the operator's command line.
 
-Commands: ``enqueue``, ``inspect``, ``workers``, ``control``, ``dlq`` and ``acl``. Every command
+Commands: ``enqueue``, ``inspect``, ``workers``, ``control``, ``dlq``, ``functions`` and ``acl``. Every command
 that talks to Redis takes ``--redis-url/--prefix/--group`` and ``--tls-ca/--tls-cert/--tls-key``
 (with BACKSTAGE_* environment fallbacks) and ``--json``. Errors are one line on stderr and a
 non-zero exit code.
@@ -21,6 +21,7 @@ from . import acl, dlq
 from ..connections import redis_conn
 from ..client import Client
 from ..errors import BackstageError
+from ..protocol import scripts
 from ..protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
 
 __all__ = ["main"]
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "purge":
             a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         _common(a)
+    f = sub.add_parser("functions", help="load the function library producers call (Redis 7+; workers do it too)",
+                       description="FUNCTION LOAD the library producers run enqueue.lua from, unless it is "
+                                   "there. Workers load it at start; run this as an admin user when producers "
+                                   "start before any worker.")
+    f.add_argument("action", choices=["load"])
+    _common(f)
     acl.add_parser(sub)
     return p
 
@@ -236,6 +243,19 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0 if answers else EXIT_ERROR
 
 
+def cmd_functions(args: argparse.Namespace) -> int:
+    url, prefix, _ = _settings(args)
+    with Client(url, prefix=prefix) as client, redis_conn.translate_errors(client.where):
+        version = redis_conn.check_version(client.redis.info("server"), client.where)
+        if version < scripts.FUNCTIONS_VERSION:
+            raise BackstageError(f"Redis at {client.where} is older than 7.0: it has no functions "
+                                 "(producers use EVALSHA there)")
+        loaded = scripts.load_library(client.redis)
+    name = scripts.producer_library().name
+    print(f"{name}: {'loaded' if loaded else 'already loaded'}")
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     url, prefix, _ = _settings(args)
     return dlq.run(args, url, prefix)
@@ -244,7 +264,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"enqueue": cmd_enqueue, "inspect": cmd_inspect, "workers": cmd_workers, "control": cmd_control,
-                "dlq": cmd_dlq, "acl": acl.run}
+                "dlq": cmd_dlq, "functions": cmd_functions, "acl": acl.run}
     try:
         return commands[args.command](args)
     except BackstageError as exc:

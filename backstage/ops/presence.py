@@ -7,8 +7,15 @@ Owns the ``P:workers`` key family (ours):
 - ``P:workers:paused`` set of queue names no worker fetches from;
 - ``P:workers:reply:<id>`` list where workers answer a control command.
 
+And the remote-control stream ``P:control`` (ours): written only by admin
+users (``backstage acl admin``: the operator CLI, the dashboard), read by
+every master with a plain ``XREAD`` from the id it last saw. The producer and
+worker ACL rule sets cannot write it, so a leaked producer password cannot
+stop workers or change their concurrency. Control messages that arrive as
+broadcasts (the task ``backstage.control``, as older versions sent them) are
+ignored.
+
 Written by masters (heartbeats, replies), read by clients and the CLI.
-Control commands travel as broadcasts of the task ``backstage.control``.
 """
 
 from __future__ import annotations
@@ -21,13 +28,24 @@ import redis
 
 from ..protocol.keys import Keys
 
-__all__ = ["CONTROL_TASK", "COMMANDS", "RESERVED_CONSUMERS", "heartbeat", "live_consumers", "live_workers",
-           "remove", "paused_queues", "set_paused", "reply", "collect_replies", "reply_key"]
+__all__ = ["CONTROL_TASK", "COMMANDS", "RESERVED_CONSUMERS", "MAX_CONCURRENCY", "check_concurrency", "heartbeat",
+           "live_consumers", "live_workers", "remove", "paused_queues", "set_paused", "reply", "collect_replies",
+           "reply_key", "send_control", "control_tail", "read_control"]
 
-CONTROL_TASK = "backstage.control"
+CONTROL_TASK = "backstage.control"  # the broadcast task older versions sent control as: now ignored
 COMMANDS = ("ping", "shutdown", "pause", "resume", "concurrency")
 RESERVED_CONSUMERS = frozenset({"paused", "reply"})
 REPLY_TTL_MS = 60_000
+CONTROL_MAXLEN = 1000
+#: Bounds of a remote ``concurrency`` command (children per master).
+MAX_CONCURRENCY = 1024
+
+
+def check_concurrency(value: object) -> str | None:
+    """None if ``value`` is a valid remote concurrency, else what is wrong with it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENCY:
+        return f"concurrency={value!r}: expected an integer from 1 to {MAX_CONCURRENCY}"
+    return None
 
 
 def _text(value: Any) -> str:
@@ -112,4 +130,29 @@ def collect_replies(r: "redis.Redis", key: str, expected: int, timeout: float) -
             break
         out.append(orjson.loads(got[1]))
     r.delete(key)
+    return out
+
+
+def send_control(r: "redis.Redis", keys: Keys, message: dict[str, Any]) -> None:
+    """Append one control message to ``P:control`` (admin users only)."""
+    r.xadd(keys.control, {"payload": orjson.dumps(message)}, maxlen=CONTROL_MAXLEN, approximate=True)
+
+
+def control_tail(r: "redis.Redis", keys: Keys) -> bytes:
+    """The id a new reader starts after: only messages sent from now on."""
+    try:
+        info: Any = r.xinfo_stream(keys.control)
+    except redis.ResponseError:  # no stream yet: everything that comes is new
+        return b"0-0"
+    last = info.get("last-generated-id") or info.get(b"last-generated-id") or b"0-0"
+    return last if isinstance(last, bytes) else str(last).encode()
+
+
+def read_control(r: "redis.Redis", keys: Keys, after: bytes, count: int = 100) -> list[tuple[bytes, bytes]]:
+    """Control messages after id ``after``: (id, payload) pairs, oldest first."""
+    res: Any = r.xread({keys.control: after}, count=count)
+    out: list[tuple[bytes, bytes]] = []
+    for _stream, entries in res or []:
+        for mid, fields in entries:
+            out.append((mid, fields.get(b"payload", b"") if isinstance(fields, dict) else b""))
     return out

@@ -148,12 +148,25 @@ class MasterBroker:
         self._sent: collections.deque[Any] = collections.deque()
         self.waiting = False
         self.last_settled = False
+        self.functions = False  # Redis 7+ (set by check)
 
     def check(self) -> None:
         """Raise unless Redis answers and is 6.2+ (translated errors); load the hot scripts."""
         with redis_conn.translate_errors(self.where):
-            redis_conn.check_version(self.redis.info("server"), self.where)
+            version = redis_conn.check_version(self.redis.info("server"), self.where)
+            self.functions = version >= scripts.FUNCTIONS_VERSION
             self._load_scripts()
+            self.load_functions()
+
+    def load_functions(self) -> None:
+        """Redis 7+: load the producer function library (FCALL for producers) unless it is there.
+
+        Run at start and whenever Redis comes back (a restart without
+        persistence, a failover to a node that never had it): producers may
+        call our functions but not load them.
+        """
+        if self.functions:
+            scripts.load_library(self.redis)
 
     def new_batch(self) -> SettleBatch:
         return SettleBatch(self.keys.scheduled, self.streams)

@@ -41,6 +41,8 @@ class Housekeeper:
         self.next_heartbeat = 0.0
         self.next_broadcast = 0.0
         self.next_group_sweep = 0.0
+        self.control_after = b"0-0"  # the last P:control id seen (set at start: only newer ones count)
+        self.control_ready = False
         self.cron: list[tuple["CronEntry", int]] = []  # (entry, next tick in epoch ms)
         self.host = socket.gethostname()
 
@@ -53,6 +55,7 @@ class Housekeeper:
         """
         self._guarded("heartbeat", self.heartbeat)
         self._guarded("broadcast set-up", self.m.broker.join_broadcast)
+        self._guarded("control set-up", self._join_control)
         now = wire.now_ms()
         for entry in self.m.app.cron_entries:
             self.cron.append((entry, entry.next_after(now)))
@@ -65,6 +68,10 @@ class Housekeeper:
             presence.remove(self.m.broker.redis, self.m.keys, self.cfg.consumer)
             self.m.broker.redis.xgroup_destroy(self.m.keys.broadcast, self.m.broker.broadcast_group)
         self._guarded("withdrawing presence", withdraw)
+
+    def _join_control(self) -> None:
+        self.control_after = presence.control_tail(self.m.broker.redis, self.m.keys)
+        self.control_ready = True
 
     def _guarded(self, what: str, fn: Any) -> None:
         try:
@@ -85,6 +92,7 @@ class Housekeeper:
         if now >= self.next_broadcast:
             self.next_broadcast = now + self.cfg.broadcast_interval
             self.broadcasts()
+            self.controls()
         if self.cron and not self.m.stopping:
             self.fire_due_cron()
         if now >= self.next_group_sweep:
@@ -122,13 +130,23 @@ class Housekeeper:
             task = fields.get(b"taskName", b"").decode("utf-8", "replace")
             payload = fields.get(b"payload", b"null")
             if task == presence.CONTROL_TASK:
-                self.control(payload)
+                # anyone who may enqueue may broadcast: control comes only from P:control (admin)
+                log.warning("ignored a control command sent as a broadcast: send it with an admin user "
+                            "(`backstage control`, `backstage acl admin`)", extra={"event": "control-refused"})
                 continue
             frame = ipc.pack_jobs(ipc.BROADCAST, [(0, task, None, 0, len(payload), False)], [payload])
             for c in self.m.children:
                 if c.killed is None and c.job_w >= 0:
                     c.outbuf += frame
                     self.m.flush_child(c)
+
+    def controls(self) -> None:
+        """Obey the control messages admins appended to ``P:control`` since the last look."""
+        if not self.control_ready:
+            self._join_control()
+        for mid, payload in presence.read_control(self.m.broker.redis, self.m.keys, self.control_after):
+            self.control_after = mid
+            self.control(payload)
 
     def control(self, raw: bytes) -> None:
         try:
@@ -152,7 +170,10 @@ class Housekeeper:
         elif cmd in ("pause", "resume"):
             m.set_paused(presence.paused_queues(m.broker.redis, m.keys))
             answer["paused"] = sorted(m.paused & set(m.queues))
-        elif cmd == "concurrency" and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        elif cmd == "concurrency" and presence.check_concurrency(value) is not None:
+            answer.update(ok=False, error=presence.check_concurrency(value))
+            log.warning("ignored control command: %s", answer["error"], extra={"event": "control-refused"})
+        elif cmd == "concurrency" and isinstance(value, int):
             log.info("remote control: concurrency %d -> %d", m.concurrency, value, extra={"event": "scale"})
             m.concurrency = value
             m._shrink()

@@ -765,6 +765,10 @@ class Master(ChildrenMixin, RecoveryMixin):
         if self.redis_backoff:
             log.info("Redis at %s is back", self.broker.where, extra={"event": "redis-reconnect"})
             self.redis_backoff = 0.0
+            try:
+                self.broker.load_functions()  # it may have restarted empty: producers need them
+            except redis.RedisError as exc:
+                log.warning("could not load the producer functions: %s", exc, extra={"event": "redis-error"})
 
     # -- shutdown --------------------------------------------------------------------
     def _shutdown(self) -> int:

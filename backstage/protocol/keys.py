@@ -20,7 +20,7 @@ DEFAULT_GROUP = "backstage-workers"
 PRIORITIES: tuple[str, ...] = ("urgent", "default", "low")
 
 #: Words that cannot name a queue: they are other key families under the prefix.
-RESERVED: frozenset[str] = frozenset({"scheduled", "dedupe", "broadcast", "workers", "cron", "result"})
+RESERVED: frozenset[str] = frozenset({"scheduled", "dedupe", "broadcast", "workers", "cron", "result", "control"})
 
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
@@ -76,6 +76,11 @@ class Keys:
     @property
     def broadcast(self) -> str:
         return f"{self.prefix}:broadcast"
+
+    @property
+    def control(self) -> str:
+        """Remote-control stream (ours): only admin users may write it (``backstage acl``)."""
+        return f"{self.prefix}:control"
 
     def broadcast_group(self, consumer: str) -> str:
         return f"broadcast-{consumer}"
