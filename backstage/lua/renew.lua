@@ -2,11 +2,13 @@
 -- (XCLAIM ... JUSTID does not count a delivery), so the reclaimers of other
 -- workers never take a healthy job that simply runs long. Only entries
 -- still pending for this consumer are touched: one reclaimed by another
--- worker meanwhile stays theirs.
+-- worker meanwhile stays theirs. An id pending for nobody is skipped
+-- quietly: its ack (sent by this worker on another connection a moment ago)
+-- won the race, or the group was recreated; neither is a reclaim.
 --
 -- KEYS: the ready streams
 -- ARGV[1] group, ARGV[2] consumer, then per stream: <n>, id1 .. idn
--- Returns: the number of ids no longer pending for this consumer.
+-- Returns: the number of ids now pending for another consumer.
 local group, me = ARGV[1], ARGV[2]
 local lost = 0
 local i = 3
@@ -17,7 +19,7 @@ for k = 1, #KEYS do
     local p = redis.call('XPENDING', KEYS[k], group, ARGV[j], ARGV[j], 1)
     if p[1] ~= nil and p[1][2] == me then
       mine[#mine + 1] = ARGV[j]
-    else
+    elseif p[1] ~= nil then
       lost = lost + 1
     end
   end

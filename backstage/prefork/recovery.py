@@ -7,7 +7,7 @@ Methods of :class:`Master` (run from its loop on timers, bounded per call).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Collection, Iterator
 
 import redis
 
@@ -49,20 +49,28 @@ class RecoveryMixin:
 
         def accept(self, si: int, entry_id: bytes, flat: list[bytes], deliveries: int = 1) -> None: ...
 
-    def held_entries(self) -> Iterator[tuple[int, bytes]]:
-        """(si, entry id) of everything pending for us: buffered, running, or waiting to be settled."""
+    def held_entries(self, skip: Collection[int] = ()) -> Iterator[tuple[int, bytes]]:
+        """(si, entry id) of everything pending for us: buffered, running, or waiting to be
+        settled (but not the batches whose ``id()`` is in ``skip``)."""
         for job in self.buffer:
             yield job.si, job.id
         for c in self.children:
             for job in c.inflight:
                 yield job.si, job.id
         for batch in [self.batch, *self.unsent, *(b for b, _, _, _ in self.sending if b is not None)]:
-            yield from batch.entries()
+            if id(batch) not in skip:
+                yield from batch.entries()
 
     def renew(self) -> None:
-        """Keep our in-flight and buffered entries fresh so no reclaimer takes them."""
+        """Keep our in-flight and buffered entries fresh so no reclaimer takes them.
+
+        Entries whose settle is in flight are left out: Redis may have acked
+        them already (renewal goes on another connection), and they are
+        settled or sent again (``unsent``, renewed then) within --redis-timeout.
+        """
         ids: list[list[bytes]] = [[] for _ in self.queues]
-        for si, entry_id in self.held_entries():
+        settling = {id(b) for b, _, _, _ in self.sending if b is not None}
+        for si, entry_id in self.held_entries(skip=settling):
             ids[si].append(entry_id)
         if not any(ids):
             return
