@@ -39,6 +39,7 @@ class RecoveryMixin:
         unsent: list[Any]
         reclaim_cursors: list[bytes]
         next_reclaim: float
+        concurrency: int
         clock: Callable[[], float]
 
         def _redis_error(self, what: str, exc: Exception) -> None: ...
@@ -84,16 +85,23 @@ class RecoveryMixin:
                         "worker); their outcomes will not be applied twice", lost, extra={"event": "renew"})
 
     def reclaim(self) -> None:
-        """Take over entries of dead workers (idle past idle_timeout)."""
-        room = min(self._room(), 100)
-        if room <= 0:
-            return
+        """Take over entries of dead workers (idle past idle_timeout), ahead of the buffer.
+
+        It runs even when the buffer is full: a dead master's jobs must not
+        wait for a backlog that may never drain. With no room it takes at
+        most one job per child per call (the bound on what it adds to what
+        the master holds), and puts what it takes at the head of the buffer,
+        so recovered jobs run within about idle_timeout + one reclaim
+        interval however deep the backlog.
+        """
+        room = self._room()
+        count = min(max(room, self.concurrency), 100)
         active = self.active_streams()
         if not active:
             return
         try:
             entries, dead, cleaned = self.broker.reclaim(
-                self.reclaim_cursors, active, round(self.cfg.idle_timeout * 1000), room,
+                self.reclaim_cursors, active, round(self.cfg.idle_timeout * 1000), count,
                 self.cfg.max_deliveries, self.cfg.dead_letter_maxlen, wire.now_ms())
         except redis.RedisError as exc:
             self._redis_error("reclaim", exc)
@@ -109,12 +117,16 @@ class RecoveryMixin:
             log.info("cleaned %d pending entries whose stream entry was deleted", cleaned,
                      extra={"event": "reclaim"})
         held = {entry_id for _, entry_id in self.held_entries()}
+        before = len(self.buffer)
         for i in range(0, len(entries), 4):
             if entries[i + 1] in held:
                 continue  # our own, still running (its renewal was late, e.g. after a Redis restart)
             self.accept(entries[i], entries[i + 1], entries[i + 2], int(entries[i + 3]))
-        if taken >= room:
-            self.next_reclaim = self.clock()  # more may be waiting
+        # recovered jobs jump the queue (accept appends): they have waited longest
+        recovered = [self.buffer.pop() for _ in range(len(self.buffer) - before)]
+        self.buffer.extendleft(recovered)
+        if taken >= count and room > count:
+            self.next_reclaim = self.clock()  # more may be waiting, and there is room for them
 
     def forget_dead_consumers(self) -> None:
         try:
