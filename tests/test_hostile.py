@@ -65,3 +65,34 @@ def test_a_dead_masters_jobs_jump_the_backlog(client: Client, r, keys, prefix, s
     assert sorted(i for i in (e["payload"].get("i") for e in ledger(r, prefix, "done")) if i is not None) == \
         list(range(120))
     assert w.stop() == 0
+
+
+# -- 13: other SDKs' running jobs are not taken at our idle timeout ------------------------------------
+
+def test_foreign_consumers_entries_wait_for_the_foreign_idle_timeout(client: Client, r, keys, prefix,
+                                                                   start_worker) -> None:
+    """A TypeScript worker never renews its running job: reclaiming it after our idle
+    timeout ran it twice. Our dead master's job is still recovered at the idle timeout."""
+    stream = keys.stream("default")
+    dead = start_worker("-c", "1", "--heartbeat-interval", "0.3", app=APP)
+    client.enqueue("h.sleep", {"tag": "ours", "s": 60, "then": 0.01})
+    wait_until(lambda: ledger(r, prefix, "start"), 10, message=dead.log)
+    dead.cleanup()  # our master, dead: its job is recovered after --idle-timeout
+    client.enqueue("h.sleep", {"tag": "ts", "s": 0.01})
+    got = r.xreadgroup("backstage-workers", "ts-worker-1", {stream: ">"}, count=1)  # a live TS worker's job
+    assert got and len(got[0][1]) == 1
+    ts_id = got[0][1][0][0]
+    w = start_worker("-c", "1", "--idle-timeout", "0.3", "--foreign-idle-timeout", "3", app=APP)
+
+    def done(tag: str) -> list[dict[str, Any]]:
+        return [e for e in ledger(r, prefix, "done") if e["payload"]["tag"] == tag]
+
+    wait_until(lambda: done("ours"), 15, message=lambda: w.log()[-2000:])
+    owner = r.xpending_range(stream, "backstage-workers", min=ts_id, max=ts_id, count=1)
+    idle_ms = owner[0]["time_since_delivered"]
+    if idle_ms < 2500:  # (a very slow machine may already be past the foreign timeout: nothing to see then)
+        assert owner[0]["consumer"] == b"ts-worker-1" and not done("ts")
+    wait_until(lambda: done("ts"), 15, message=lambda: w.log()[-2000:])  # ... and taken once past it
+    assert done("ts")[0]["attempt"] == 2 and len(done("ts")) == 1
+    wait_until(lambda: drained(r, keys), 10)
+    assert w.stop() == 0

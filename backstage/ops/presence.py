@@ -2,7 +2,10 @@
 
 Owns the ``P:workers`` key family (ours):
 
-- ``P:workers`` sorted set: consumer → expiry (epoch ms) of its heartbeat;
+- ``P:workers`` sorted set: consumer → expiry (epoch ms) of its heartbeat.
+  Members stay for KNOWN_FOR_MS after they expire (a clean stop expires
+  them at once): that is how reclaimers and sweepers tell our masters, alive
+  or dead, from other SDKs' consumers (see :func:`known_consumers`);
 - ``P:workers:<consumer>`` its last heartbeat (JSON), with the same expiry;
 - ``P:workers:paused`` set of queue names no worker fetches from;
 - ``P:workers:reply:<id>`` list where workers answer a control command.
@@ -30,7 +33,7 @@ from ..protocol.keys import Keys
 
 __all__ = ["CONTROL_TASK", "COMMANDS", "RESERVED_CONSUMERS", "MAX_CONCURRENCY", "check_concurrency", "heartbeat",
            "live_consumers", "live_workers", "remove", "paused_queues", "set_paused", "reply", "collect_replies",
-           "reply_key", "send_control", "control_tail", "read_control"]
+           "reply_key", "send_control", "control_tail", "read_control", "dead_consumers", "KNOWN_FOR_MS"]
 
 CONTROL_TASK = "backstage.control"  # the broadcast task older versions sent control as: now ignored
 COMMANDS = ("ping", "shutdown", "pause", "resume", "concurrency")
@@ -52,8 +55,12 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+#: How long a dead master stays listed in P:workers (as ours, and provably dead).
+KNOWN_FOR_MS = 7 * 24 * 3600 * 1000
+
+
 def _workers(keys: Keys) -> str:
-    return f"{keys.prefix}:workers"
+    return keys.workers
 
 
 def _paused(keys: Keys) -> str:
@@ -70,17 +77,23 @@ def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any],
     pipe = r.pipeline(transaction=False)
     pipe.set(keys.worker(consumer), orjson.dumps(info), px=ttl_ms)
     pipe.zadd(_workers(keys), {consumer: now + ttl_ms})
-    pipe.zremrangebyscore(_workers(keys), "-inf", now)
+    pipe.zremrangebyscore(_workers(keys), "-inf", now - KNOWN_FOR_MS)
     pipe.smembers(_paused(keys))
     return {_text(q) for q in pipe.execute()[3]}
 
 
 def remove(r: "redis.Redis", keys: Keys, consumer: str) -> None:
-    """Withdraw a master's presence (clean shutdown)."""
+    """Withdraw a master's presence (clean shutdown): it stays known, as dead."""
     pipe = r.pipeline(transaction=False)
     pipe.delete(keys.worker(consumer))
-    pipe.zrem(_workers(keys), consumer)
+    pipe.zadd(_workers(keys), {consumer: int(time.time() * 1000) - 1})
     pipe.execute()
+
+
+def dead_consumers(r: "redis.Redis", keys: Keys) -> set[str]:
+    """Our masters whose heartbeat expired (within KNOWN_FOR_MS): provably dead and ours."""
+    now = int(time.time() * 1000)
+    return {_text(c) for c in r.zrangebyscore(_workers(keys), "-inf", f"({now}")}
 
 
 def live_consumers(r: "redis.Redis", keys: Keys) -> list[str]:

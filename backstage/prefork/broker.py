@@ -355,16 +355,18 @@ class MasterBroker:
 
     # -- recovery --------------------------------------------------------------
     def reclaim(self, cursors: list[bytes], active: Sequence[int], min_idle_ms: int, count: int,
-                max_deliveries: int, dlq_maxlen: int, now_ms: int) -> tuple[list[Any], int, int]:
-        """XAUTOCLAIM idle entries of dead workers from the streams at ``active``.
+                max_deliveries: int, dlq_maxlen: int, now_ms: int,
+                foreign_idle_ms: int) -> tuple[list[Any], int, int]:
+        """Claim idle entries of dead workers from the streams at ``active``: those of
+        our masters idle past ``min_idle_ms``, others' past ``foreign_idle_ms``.
 
         Returns (flat [si, id, fields, deliveries, ...], dead-lettered count,
         cleaned count); ``cursors`` (one per subscribed stream) is advanced in place.
         """
         entries, new_cursors, dead, cleaned = self._reclaim(
-            keys=[*(self.streams[i] for i in active), *(self.dead_letters[i] for i in active)],
+            keys=[*(self.streams[i] for i in active), *(self.dead_letters[i] for i in active), self.keys.workers],
             args=[self.group, self.consumer, min_idle_ms, count, max_deliveries, dlq_maxlen, now_ms,
-                  self.delete_flag, *(cursors[i] for i in active)],
+                  self.delete_flag, max(foreign_idle_ms, min_idle_ms), *(cursors[i] for i in active)],
         )
         for i, cursor in zip(active, new_cursors):
             cursors[i] = cursor

@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, metavar="S",
                    help="seconds an entry may stay pending without renewal before another worker reclaims it "
                         "(default 60) [IDLE_TIMEOUT]")
+    p.add_argument("--foreign-idle-timeout", type=float, metavar="S",
+                   help="seconds an entry of a consumer that is not one of our masters (a Go or TypeScript "
+                        "worker, which never renews) stays pending before we reclaim it; at least "
+                        "--idle-timeout (default 600) [FOREIGN_IDLE_TIMEOUT]")
     p.add_argument("--dead-letter-maxlen", type=int, metavar="N",
                    help="approximate cap of each dead-letter stream (default 100000) [DEAD_LETTER_MAXLEN]")
     p.add_argument("--redis-timeout", type=float, metavar="S",
@@ -144,6 +148,7 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
     for name, conv in (("concurrency", int), ("max_tasks_per_child", int), ("max_memory_per_child", float),
                        ("grace_period", float), ("default_timeout", float), ("prefetch", int),
                        ("max_batch", int), ("max_deliveries", int), ("idle_timeout", float),
+                       ("foreign_idle_timeout", float),
                        ("dead_letter_maxlen", int), ("max_payload_bytes", int), ("redis_timeout", float),
                        ("heartbeat_interval", float), ("metrics_port", int)):
         v = _opt(args, name, conv)

@@ -47,6 +47,9 @@ class WorkerConfig:
     fast_job_threshold: float = 0.001
     short_job_threshold: float = 1.0
     idle_timeout: float = 60.0
+    #: for entries of consumers that are not our masters (other SDKs never renew theirs);
+    #: None: max(600 s, idle_timeout)
+    foreign_idle_timeout: float | None = None
     max_deliveries: int = 5
     dead_letter_maxlen: int = 100_000
     max_payload_bytes: int = 16 * 1024 * 1024
@@ -60,6 +63,11 @@ class WorkerConfig:
     broadcast_interval: float = 0.2
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
+
+    @property
+    def foreign_idle(self) -> float:
+        """Seconds before entries of consumers that are not our masters are reclaimed."""
+        return self.foreign_idle_timeout if self.foreign_idle_timeout is not None else max(600.0, self.idle_timeout)
 
     def __post_init__(self) -> None:
         _positive("concurrency", self.concurrency, integer=True)
@@ -85,6 +93,10 @@ class WorkerConfig:
         _positive("fast_job_threshold", self.fast_job_threshold, zero=True)
         _positive("short_job_threshold", self.short_job_threshold, zero=True)
         _positive("idle_timeout", self.idle_timeout)
+        _positive("foreign_idle_timeout", self.foreign_idle_timeout, allow_none=True)
+        if self.foreign_idle_timeout is not None and self.foreign_idle_timeout < self.idle_timeout:
+            raise ConfigError(f"foreign_idle_timeout={self.foreign_idle_timeout!r}: must be at least "
+                              f"idle_timeout ({self.idle_timeout!r}): other SDKs' workers never renew their entries")
         _positive("max_deliveries", self.max_deliveries, integer=True)
         _positive("dead_letter_maxlen", self.dead_letter_maxlen, integer=True)
         _positive("max_payload_bytes", self.max_payload_bytes, integer=True)

@@ -102,7 +102,8 @@ class RecoveryMixin:
         try:
             entries, dead, cleaned = self.broker.reclaim(
                 self.reclaim_cursors, active, round(self.cfg.idle_timeout * 1000), count,
-                self.cfg.max_deliveries, self.cfg.dead_letter_maxlen, wire.now_ms())
+                self.cfg.max_deliveries, self.cfg.dead_letter_maxlen, wire.now_ms(),
+                round(self.cfg.foreign_idle * 1000))
         except redis.RedisError as exc:
             self._redis_error("reclaim", exc)
             return

@@ -85,6 +85,11 @@ class Keys:
     def broadcast_group(self, consumer: str) -> str:
         return f"broadcast-{consumer}"
 
+    @property
+    def workers(self) -> str:
+        """Sorted set of our masters (ours): consumer -> heartbeat expiry, kept a while after death."""
+        return f"{self.prefix}:workers"
+
     def worker(self, consumer: str) -> str:
         """Presence key of one worker (ours)."""
         return f"{self.prefix}:workers:{consumer}"
