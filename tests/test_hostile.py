@@ -96,3 +96,23 @@ def test_foreign_consumers_entries_wait_for_the_foreign_idle_timeout(client: Cli
     assert done("ts")[0]["attempt"] == 2 and len(done("ts")) == 1
     wait_until(lambda: drained(r, keys), 10)
     assert w.stop() == 0
+
+
+# -- 11: other SDKs' broadcast groups are left alone ------------------------------------------------
+
+def test_only_broadcast_groups_of_our_dead_masters_are_removed(client: Client, r, keys, prefix,
+                                                             start_worker) -> None:
+    r.xgroup_create(keys.broadcast, "broadcast-ts-host-77", id="$", mkstream=True)  # a live TS worker's group
+    dead = start_worker("-c", "1", "--heartbeat-interval", "0.3", "--consumer", "ours-dead", app=APP)
+    wait_until(lambda: any(g["name"] == b"broadcast-ours-dead" for g in r.xinfo_groups(keys.broadcast)), 10,
+               message=dead.log)
+    dead.cleanup()  # kill -9: its group stays behind, its heartbeat expires
+    w = start_worker("-c", "1", "--heartbeat-interval", "0.3", "--idle-timeout", "0.5", app=APP)
+
+    def groups() -> set[bytes]:
+        return {g["name"] for g in r.xinfo_groups(keys.broadcast)}
+
+    wait_until(lambda: b"broadcast-ours-dead" not in groups(), 20, message=lambda: w.log()[-2000:])
+    assert b"broadcast-ts-host-77" in groups()
+    assert w.stop() == 0
+    assert groups() == {b"broadcast-ts-host-77"}  # ours withdrawn on a clean stop, theirs kept

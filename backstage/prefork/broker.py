@@ -420,8 +420,12 @@ class MasterBroker:
             out += [(mid, fields) for mid, fields in entries if fields]
         return out
 
-    def forget_dead_broadcast_groups(self, live: set[str]) -> list[str]:
-        """Destroy ``broadcast-<consumer>`` groups whose worker is not alive."""
+    def forget_dead_broadcast_groups(self, dead: set[str]) -> list[str]:
+        """Destroy ``broadcast-<consumer>`` groups of our masters known dead (``dead``).
+
+        Only those: other SDKs' workers name their groups the same way but
+        are not listed in ``P:workers``, so nothing proves them dead.
+        """
         try:
             groups = self.redis.xinfo_groups(self.keys.broadcast)
         except redis.ResponseError:
@@ -429,7 +433,7 @@ class MasterBroker:
         gone = []
         for g in groups:
             name = g["name"].decode()
-            if name.startswith("broadcast-") and name != self.broadcast_group and name[len("broadcast-"):] not in live:
+            if name.startswith("broadcast-") and name != self.broadcast_group and name[len("broadcast-"):] in dead:
                 self.redis.xgroup_destroy(self.keys.broadcast, name)
                 gone.append(name)
         return gone

@@ -97,8 +97,8 @@ class Housekeeper:
             self.fire_due_cron()
         if now >= self.next_group_sweep:
             self.next_group_sweep = now + max(self.cfg.idle_timeout, 10 * self.interval)
-            live = set(presence.live_consumers(self.m.broker.redis, self.m.keys))
-            for name in self.m.broker.forget_dead_broadcast_groups(live):
+            dead = presence.dead_consumers(self.m.broker.redis, self.m.keys)
+            for name in self.m.broker.forget_dead_broadcast_groups(dead):
                 log.info("removed broadcast group %s of a dead worker", name, extra={"event": "consumers-removed"})
 
     # -- presence --------------------------------------------------------------------
