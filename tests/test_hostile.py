@@ -6,6 +6,7 @@ the session's redis-server, with small job counts and short jobs.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -116,3 +117,29 @@ def test_only_broadcast_groups_of_our_dead_masters_are_removed(client: Client, r
     assert b"broadcast-ts-host-77" in groups()
     assert w.stop() == 0
     assert groups() == {b"broadcast-ts-host-77"}  # ours withdrawn on a clean stop, theirs kept
+
+
+# -- 7: a killed child takes its subprocesses with it --------------------------------------------------
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_timed_out_childs_subprocesses_die_with_it(client: Client, r, keys, prefix, start_worker) -> None:
+    w = start_worker("-c", "1", app=APP)
+    client.enqueue("h.fork", {})
+    client.enqueue("h.spawn", {})  # runs past its 0.5 s limit; its `sleep 60` must not outlive it
+    spawned = wait_until(lambda: ledger(r, prefix, "spawned"), 15, message=lambda: w.log()[-2000:])
+    sub = spawned[0]["sub"]
+    child = spawned[0]["pid"]
+    assert os.getpgid(child) == child != os.getpgid(w.pid)  # the child leads its own process group
+    assert psutil.Process(sub).ppid() == child and os.getpgid(sub) == child
+    wait_until(lambda: "passed its 0.5s time limit" in w.log(), 10, message=w.log)
+    wait_until(lambda: _gone(sub), 10, message=lambda: f"sleep {sub} still runs: {w.log()[-2000:]}")
+    fork = ledger(r, prefix, "fork")[0]
+    assert "backstage-prefork: child 0" in fork["child_title"]
+    assert "backstage-prefork: child" not in fork["grandchild_title"], fork
+    assert w.stop() == 0

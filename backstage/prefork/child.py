@@ -114,6 +114,9 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
     app._after_fork()
     name = f"backstage-prefork: child {index}"
     _title(f"{name} starting")
+    # a handler that forks without exec (multiprocessing) must not leave copies that look
+    # like this child to ps, pkill -f or a supervisor counting children
+    os.register_at_fork(after_in_child=lambda: _title(f"backstage-prefork-subprocess (of child {index})"))
     try:
         for hook in hooks:
             hook()

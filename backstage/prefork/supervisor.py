@@ -150,6 +150,11 @@ class ChildrenMixin:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which ends in os._exit
             try:
+                # its own process group: killing a child kills what its job started (an ffmpeg…)
+                try:
+                    os.setpgid(0, 0)
+                except OSError:
+                    pass
                 signal.set_wakeup_fd(-1)
                 for fd in close_in_child:
                     try:
@@ -158,6 +163,10 @@ class ChildrenMixin:
                         pass
             finally:
                 child_main(self.app, index, job_r, out_w, self.hooks)
+        try:
+            os.setpgid(pid, pid)  # also here: whichever runs first, the group exists before any kill
+        except OSError:
+            pass  # the child did it already (or is gone)
         os.close(job_r)
         os.close(out_w)
         os.set_blocking(job_w, False)
@@ -210,12 +219,20 @@ class ChildrenMixin:
             child.writing = want
 
     def _kill(self, child: Child, why: str) -> None:
+        """SIGKILL the child and its process group: subprocesses its job started die with it.
+
+        The child is not reaped yet (a zombie keeps its pid and group), so
+        the group cannot be someone else's.
+        """
         if child.killed is None:
             child.killed = why
             try:
-                os.kill(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                os.killpg(child.pid, signal.SIGKILL)
+            except OSError:  # no such group (setpgid failed): the child alone
+                try:
+                    os.kill(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def reap(self) -> None:
         while True:
