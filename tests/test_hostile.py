@@ -143,3 +143,19 @@ def test_a_timed_out_childs_subprocesses_die_with_it(client: Client, r, keys, pr
     assert "backstage-prefork: child 0" in fork["child_title"]
     assert "backstage-prefork: child" not in fork["grandchild_title"], fork
     assert w.stop() == 0
+
+
+# -- 5: the memory limit holds after every job ---------------------------------------------------------
+
+def test_memory_limit_is_checked_after_every_job(client: Client, r, keys, prefix, start_worker) -> None:
+    """RSS was sampled once a second: a child growing 50 MB per job ran several jobs past the limit."""
+    w = start_worker("-c", "1", "--max-memory-per-child", "150", "--prefetch", "3", app=APP)
+    client.enqueue_many([("h.grow", {"i": i, "mb": 50}) for i in range(8)])
+    wait_until(lambda: drained(r, keys) and len(ledger(r, prefix, "done")) == 8, 30, message=lambda: w.log()[-2000:])
+    starts = ledger(r, prefix, "start")
+    assert sorted(e["payload"]["i"] for e in starts) == list(range(8))  # each ran once
+    limit = 150 * 1024 * 1024
+    assert all(e["rss"] <= limit for e in starts), [(e["pid"], e["rss"] >> 20) for e in starts]
+    assert len({e["pid"] for e in starts}) >= 3  # replaced again and again
+    assert "replacing it" in w.log()
+    assert w.stop() == 0

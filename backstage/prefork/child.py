@@ -88,11 +88,31 @@ def _next_step(result: Any) -> list[Any] | None:
     return None
 
 
-def child_main(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Callable[[], Any]]) -> None:
-    """Entry point of a forked child; never returns (ends with ``os._exit``)."""
+def _rss() -> int:
+    """This process's resident set size in bytes (one read of /proc/self/statm on Linux)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def child_main(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Callable[[], Any]],
+               max_rss: int | None = None) -> None:
+    """Entry point of a forked child; never returns (ends with ``os._exit``).
+
+    ``max_rss`` (bytes): after each job the child reports its RSS with the
+    outcome; past the limit it stops before its next job (``["full", rss]``)
+    and exits, and the master runs what it had queued elsewhere.
+    """
     code = 0
     try:
-        code = _run(app, index, job_fd, out_fd, hooks)
+        code = _run(app, index, job_fd, out_fd, hooks, max_rss)
     except BrokenPipeError:
         code = 0  # the master is gone: nobody to report to
     except BaseException:  # noqa: BLE001 - report and die; the master replaces us
@@ -106,7 +126,8 @@ def child_main(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: li
             os._exit(code)
 
 
-def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Callable[[], Any]]) -> int:
+def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Callable[[], Any]],
+         max_rss: int | None) -> int:
     # Ctrl-C reaches the whole process group: the master decides what children do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
@@ -185,11 +206,18 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                             out = _error("error", exc, seq, perf() - t0)
                         finally:
                             _current.reset(token)
+                rss = _rss() if max_rss is not None else 0
+                out.append(rss)
                 try:
                     frame_out = ipc.pack_outcome(out)
                 except TypeError as exc:  # e.g. a Next payload orjson cannot carry
-                    frame_out = ipc.pack_outcome(_error("error", exc, seq, perf() - t0))
+                    frame_out = ipc.pack_outcome([*_error("error", exc, seq, perf() - t0), rss])
                 ipc.write_all(out_fd, frame_out)
+                if max_rss is not None and rss > max_rss:
+                    # over the limit: run nothing more (not even the rest of this frame); the
+                    # master hands what we hold to other children and forks a fresh one
+                    ipc.write_all(out_fd, ipc.pack_outcome(["full", rss]))
+                    return 0
     finally:
         if loop is not None:
             loop.close()

@@ -13,9 +13,14 @@ Child → master, an *outcome frame*: ``<u32 length> <orjson list>``, one of::
 
     ["ready", pid]
     ["boot-failed", error_type, message, traceback]
-    ["ok", seq, duration_ns, next, value]   next: null | [task, delay_ms, payload_json, queue];
+    ["ok", seq, duration_ns, next, value, rss]   next: null | [task, delay_ms, payload_json, queue];
                                           value: the return value as JSON text, when asked for
-    ["err", seq, duration_ns, kind, error_type, message, traceback, retry_delay_ms]
+    ["err", seq, duration_ns, kind, error_type, message, traceback, retry_delay_ms, rss]
+    ["full", rss]                         past --max-memory-per-child: ran nothing since its last
+                                          outcome, and exits
+
+``rss`` is the child's resident set size in bytes after the job (0 when no
+memory limit is set: then it is not measured).
 
 ``kind`` is ``error``, ``retry``, ``reject``, ``malformed`` or ``unknown-task``.
 Everything is data: no pickled objects cross the pipe.

@@ -302,11 +302,15 @@ class Master(ChildrenMixin, RecoveryMixin):
                 else:
                     self.on_next(job, msg[3])
             else:
-                _, _, _, kind, etype, emsg, tb, retry_ms = msg
+                kind, etype, emsg, tb, retry_ms = msg[3:8]
                 self.fail(job, kind, etype, emsg, tb, retry_ms)
+            if msg[-1]:
+                self.on_rss(child, msg[-1])
             limit = self.cfg.max_tasks_per_child
             if limit is not None and child.tasks_done >= limit and child.retiring is None:
                 child.retiring = "max tasks"
+        elif tag == "full":
+            self.on_full(child, msg[1])
         elif tag == "ready":
             child.ready = True
             child.head_started = self.clock()

@@ -162,7 +162,9 @@ class ChildrenMixin:
                     except OSError:
                         pass
             finally:
-                child_main(self.app, index, job_r, out_w, self.hooks)
+                limit = self.cfg.max_memory_per_child
+                child_main(self.app, index, job_r, out_w, self.hooks,
+                           max_rss=None if limit is None else int(limit * 1024 * 1024))
         try:
             os.setpgid(pid, pid)  # also here: whichever runs first, the group exists before any kill
         except OSError:
@@ -302,6 +304,21 @@ class ChildrenMixin:
                     c.writing = False
                 os.close(c.job_w)
                 c.job_w = -1
+
+    def on_rss(self, child: Child, rss: int) -> None:
+        """The RSS a child reported with an outcome: past the limit, it runs no other job."""
+        limit = self.cfg.max_memory_per_child
+        if limit is not None and rss > limit * 1024 * 1024 and child.retiring is None:
+            log.info("child %d uses %.0f MB after its job (limit %.0f MB): replacing it", child.index,
+                     rss / 1048576, limit, extra={"event": "recycle"})
+            child.retiring = "memory"
+
+    def on_full(self, child: Child, rss: int) -> None:
+        """The child stopped past its memory limit: what it holds never started; run it elsewhere."""
+        self.on_rss(child, rss)
+        child.retiring = child.retiring or "memory"
+        self.buffer.extendleft(reversed(child.inflight))
+        child.inflight.clear()
 
     def check_memory(self) -> None:
         limit = self.cfg.max_memory_per_child
