@@ -157,5 +157,5 @@ def test_memory_limit_is_checked_after_every_job(client: Client, r, keys, prefix
     limit = 150 * 1024 * 1024
     assert all(e["rss"] <= limit for e in starts), [(e["pid"], e["rss"] >> 20) for e in starts]
     assert len({e["pid"] for e in starts}) >= 3  # replaced again and again
-    assert "replacing it" in w.log()
+    assert "recycling it after its job" in w.log()
     assert w.stop() == 0

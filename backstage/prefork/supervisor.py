@@ -309,7 +309,7 @@ class ChildrenMixin:
         """The RSS a child reported with an outcome: past the limit, it runs no other job."""
         limit = self.cfg.max_memory_per_child
         if limit is not None and rss > limit * 1024 * 1024 and child.retiring is None:
-            log.info("child %d uses %.0f MB after its job (limit %.0f MB): replacing it", child.index,
+            log.info("child %d uses %.0f MB (limit %.0f MB): recycling it after its job", child.index,
                      rss / 1048576, limit, extra={"event": "recycle"})
             child.retiring = "memory"
 
