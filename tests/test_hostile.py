@@ -159,3 +159,25 @@ def test_memory_limit_is_checked_after_every_job(client: Client, r, keys, prefix
     assert len({e["pid"] for e in starts}) >= 3  # replaced again and again
     assert "recycling it after its job" in w.log()
     assert w.stop() == 0
+
+
+# -- 6: long jobs are not hoarded ------------------------------------------------------------------------
+
+def test_long_jobs_go_to_idle_children_of_any_master(client: Client, r, keys, prefix, start_worker) -> None:
+    """Two masters of two children and four long jobs: one master took all four (two running,
+    two prefetched) while the other idled. Jobs of h.long have a 30 s time limit: long."""
+    masters = [start_worker("-c", "2", "--heartbeat-interval", "0.2", app=APP)
+               for _ in range(2)]
+    for m in masters:
+        m.wait_children(2)
+    wait_until(lambda: len(client.workers()) == 2, 10)  # each knows the other is alive
+    client.enqueue_many([("h.long", {"i": i, "s": 1.5}) for i in range(4)])
+    wait_until(lambda: len(ledger(r, prefix, "done")) == 4, 20, message=lambda: masters[0].log()[-1500:])
+    by_master: dict[int, int] = {}
+    for e in ledger(r, prefix, "start"):
+        by_master[e["master"]] = by_master.get(e["master"], 0) + 1
+    assert sorted(by_master.values()) == [2, 2], by_master
+    assert sorted(by_master) == sorted(m.pid for m in masters)
+    wait_until(lambda: drained(r, keys), 10)
+    for m in masters:
+        assert m.stop() == 0

@@ -71,15 +71,19 @@ def reply_key(keys: Keys, request_id: str) -> str:
     return f"{keys.prefix}:workers:reply:{request_id}"
 
 
-def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any], ttl_ms: int) -> set[str]:
-    """Publish one master's presence; returns the paused queues (one round trip)."""
+def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any],
+              ttl_ms: int) -> tuple[set[str], int]:
+    """Publish one master's presence; returns the paused queues and how many masters
+    are alive (one round trip)."""
     now = int(time.time() * 1000)
     pipe = r.pipeline(transaction=False)
     pipe.set(keys.worker(consumer), orjson.dumps(info), px=ttl_ms)
     pipe.zadd(_workers(keys), {consumer: now + ttl_ms})
     pipe.zremrangebyscore(_workers(keys), "-inf", now - KNOWN_FOR_MS)
     pipe.smembers(_paused(keys))
-    return {_text(q) for q in pipe.execute()[3]}
+    pipe.zcount(_workers(keys), now, "+inf")
+    replies = pipe.execute()
+    return {_text(q) for q in replies[3]}, int(replies[4])
 
 
 def remove(r: "redis.Redis", keys: Keys, consumer: str) -> None:

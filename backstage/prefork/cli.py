@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefetch", type=int, help="jobs fetched ahead per child (default 1) [PREFETCH]")
     p.add_argument("--max-batch", type=int,
                    help="jobs per frame to a child when jobs are fast, under 1 ms (default 32) [MAX_BATCH]")
+    p.add_argument("--long-job-threshold", type=float, metavar="S",
+                   help="jobs of tasks measured this long, or with a time limit this long, are fetched only "
+                        "for idle children; with other masters alive, such a job that finds no idle child is "
+                        "handed back to the queue (default 5) [LONG_JOB_THRESHOLD]")
     p.add_argument("--max-deliveries", type=int, help="deliveries before a crashing job is dead-lettered (default 5) [MAX_DELIVERIES]")
     p.add_argument("--idle-timeout", type=float, metavar="S",
                    help="seconds an entry may stay pending without renewal before another worker reclaims it "
@@ -147,7 +151,7 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
     kw: dict[str, Any] = {}
     for name, conv in (("concurrency", int), ("max_tasks_per_child", int), ("max_memory_per_child", float),
                        ("grace_period", float), ("default_timeout", float), ("prefetch", int),
-                       ("max_batch", int), ("max_deliveries", int), ("idle_timeout", float),
+                       ("max_batch", int), ("max_deliveries", int), ("long_job_threshold", float), ("idle_timeout", float),
                        ("foreign_idle_timeout", float),
                        ("dead_letter_maxlen", int), ("max_payload_bytes", int), ("redis_timeout", float),
                        ("heartbeat_interval", float), ("metrics_port", int)):

@@ -46,6 +46,7 @@ class WorkerConfig:
     max_batch: int = 32
     fast_job_threshold: float = 0.001
     short_job_threshold: float = 1.0
+    long_job_threshold: float = 5.0
     idle_timeout: float = 60.0
     #: for entries of consumers that are not our masters (other SDKs never renew theirs);
     #: None: max(600 s, idle_timeout)
@@ -92,6 +93,7 @@ class WorkerConfig:
         _positive("max_batch", self.max_batch, integer=True)
         _positive("fast_job_threshold", self.fast_job_threshold, zero=True)
         _positive("short_job_threshold", self.short_job_threshold, zero=True)
+        _positive("long_job_threshold", self.long_job_threshold)
         _positive("idle_timeout", self.idle_timeout)
         _positive("foreign_idle_timeout", self.foreign_idle_timeout, allow_none=True)
         if self.foreign_idle_timeout is not None and self.foreign_idle_timeout < self.idle_timeout:

@@ -43,6 +43,7 @@ class Housekeeper:
         self.next_group_sweep = 0.0
         self.control_after = b"0-0"  # the last P:control id seen (set at start: only newer ones count)
         self.control_ready = False
+        self.live = 1  # masters alive, this one included (from the last heartbeat)
         self.cron: list[tuple["CronEntry", int]] = []  # (entry, next tick in epoch ms)
         self.host = socket.gethostname()
 
@@ -121,7 +122,8 @@ class Housekeeper:
     def heartbeat(self) -> None:
         self.next_heartbeat = self.m.clock() + self.interval
         ttl_ms = math.ceil(self.interval * 3000)
-        paused = presence.heartbeat(self.m.broker.redis, self.m.keys, self.cfg.consumer, self.info(), ttl_ms)
+        paused, self.live = presence.heartbeat(self.m.broker.redis, self.m.keys, self.cfg.consumer, self.info(),
+                                               ttl_ms)
         self.m.set_paused(paused)
 
     # -- broadcast and remote control ---------------------------------------------------

@@ -189,6 +189,7 @@ class Master(ChildrenMixin, RecoveryMixin):
         self.start_exchange()
         self.timers(now)
         self.dispatch()
+        self.hand_back_long()
         self.top_up()
         self.title(now)
 
@@ -331,7 +332,9 @@ class Master(ChildrenMixin, RecoveryMixin):
             held += fetching + (b.count if b is not None else 0)
         for b in self.unsent:
             held += b.count
-        return self.concurrency * per_child - held
+        # a child running a long job gets nothing queued behind it: other masters' idle
+        # children run those jobs sooner
+        return self.concurrency * per_child - (per_child - 1) * self.long_busy() - held
 
     MAX_EXCHANGES = 2  # round trips in flight: Redis works on one while the master handles the other
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import math
 import os
 import selectors
 import signal
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 
     from ..app import Backstage
     from .broker import MasterBroker
+    from .broker import SettleBatch
     from .config import WorkerConfig
+    from .housekeeping import Housekeeper
     from .metrics import Metrics, MetricsServer
 
 __all__ = ["Job", "Child", "ChildrenMixin", "EXIT_APP"]
@@ -112,6 +115,8 @@ class ChildrenMixin:
         forced: bool
         fatal: str | None
         exit_code: int
+        batch: SettleBatch
+        house: Housekeeper
 
         def fail(self, job: Job, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None: ...
 
@@ -319,6 +324,40 @@ class ChildrenMixin:
         child.retiring = child.retiring or "memory"
         self.buffer.extendleft(reversed(child.inflight))
         child.inflight.clear()
+
+    def is_long(self, job: Job) -> bool:
+        """Measured at least --long-job-threshold, or (not measured yet) with a time limit that long."""
+        t = self.cfg.long_job_threshold
+        avg = job.stats.avg
+        if avg != math.inf:
+            return avg >= t
+        return job.timeout is not None and job.timeout >= t
+
+    def long_busy(self) -> int:
+        """Children running a long job: nothing is fetched to wait behind it."""
+        return sum(1 for c in self.children if c.inflight and c.killed is None and self.is_long(c.inflight[0]))
+
+    def hand_back_long(self) -> None:
+        """Long jobs fetched but with no idle child go back to their stream while other
+        masters are alive: one of them may be idle (two masters of two children and four
+        long jobs run on four children, not two, two after two)."""
+        if not self.buffer or self.stopping or self.house.live <= 1:
+            return
+        if any(c.usable and not c.inflight for c in self.children):
+            return
+        keep: list[Job] = []
+        given = 0
+        for job in self.buffer:
+            if self.is_long(job):
+                self.batch.hand_back(job.si, job.id, job.fields)
+                given += 1
+            else:
+                keep.append(job)
+        if given:
+            self.buffer.clear()
+            self.buffer.extend(keep)
+            log.debug("handed %d long job(s) back to the queue: no idle child here", given,
+                      extra={"event": "hand-back"})
 
     def check_memory(self) -> None:
         limit = self.cfg.max_memory_per_child
