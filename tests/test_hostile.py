@@ -181,3 +181,37 @@ def test_long_jobs_go_to_idle_children_of_any_master(client: Client, r, keys, pr
     wait_until(lambda: drained(r, keys), 10)
     for m in masters:
         assert m.stop() == 0
+
+
+# -- 12: unknown tasks in a mixed fleet --------------------------------------------------------------------
+
+def test_unknown_tasks_are_requeued_for_other_workers_then_dead_lettered(client: Client, r, keys, prefix,
+                                                                        start_worker) -> None:
+    stream = keys.stream("default")
+    w = start_worker("-c", "1", "--unknown-task", "requeue", "--unknown-task-hops", "3", app=APP)
+    client.enqueue("go.only", {"n": 1})  # no Go worker in this fleet: it hops 3 times, then dead-letters
+    wait_until(lambda: r.xlen(keys.dead_letter("default")) == 1, 15, message=lambda: w.log()[-2000:])
+    (_, dead), = r.xrange(keys.dead_letter("default"))
+    assert dead[b"reason"] == b"unknown-task" and dead[b"unknownTaskHops"] == b"3"
+    assert b"requeued 3 times" in dead[b"errorMessage"] and b"go.only" in dead[b"errorMessage"]
+    assert dead[b"payload"] == b'{"n":1}'
+    # with a Go worker in the fleet (this test, as consumer "go-1") the job reaches it
+    client.enqueue("go.only", {"n": 2})
+    got = None
+    for _ in range(20):
+        for _s, entries in r.xreadgroup("backstage-workers", "go-1", {stream: ">"}, count=1, block=500) or []:
+            for entry_id, fields in entries:
+                r.xack(stream, "backstage-workers", entry_id)
+                if fields[b"taskName"] == b"go.only":
+                    got = fields
+        if got:
+            break
+    assert got is not None and got[b"payload"] == b'{"n":2}'
+    assert r.xlen(keys.dead_letter("default")) == 1
+    assert w.stop() == 0
+    # the default is unchanged: dead-letter at once
+    w2 = start_worker("-c", "1", app=APP)
+    client.enqueue("go.only", {"n": 3})
+    wait_until(lambda: r.xlen(keys.dead_letter("default")) == 2, 15, message=lambda: w2.log()[-2000:])
+    assert b"unknownTaskHops" not in r.xrevrange(keys.dead_letter("default"), count=1)[0][1]
+    assert w2.stop() == 0

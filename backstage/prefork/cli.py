@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jobs of tasks measured this long, or with a time limit this long, are fetched only "
                         "for idle children; with other masters alive, such a job that finds no idle child is "
                         "handed back to the queue (default 5) [LONG_JOB_THRESHOLD]")
+    p.add_argument("--unknown-task", choices=["dead-letter", "requeue"],
+                   help="an entry whose task this app has no handler for: dead-letter it (default), or put it "
+                        "back on its stream for a Go or TypeScript worker that has one [UNKNOWN_TASK]")
+    p.add_argument("--unknown-task-hops", type=int, metavar="N",
+                   help="with --unknown-task requeue: dead-letter an entry requeued N times already "
+                        "(default 10) [UNKNOWN_TASK_HOPS]")
     p.add_argument("--max-deliveries", type=int, help="deliveries before a crashing job is dead-lettered (default 5) [MAX_DELIVERIES]")
     p.add_argument("--idle-timeout", type=float, metavar="S",
                    help="seconds an entry may stay pending without renewal before another worker reclaims it "
@@ -151,7 +157,7 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
     kw: dict[str, Any] = {}
     for name, conv in (("concurrency", int), ("max_tasks_per_child", int), ("max_memory_per_child", float),
                        ("grace_period", float), ("default_timeout", float), ("prefetch", int),
-                       ("max_batch", int), ("max_deliveries", int), ("long_job_threshold", float), ("idle_timeout", float),
+                       ("max_batch", int), ("max_deliveries", int), ("long_job_threshold", float), ("unknown_task_hops", int), ("idle_timeout", float),
                        ("foreign_idle_timeout", float),
                        ("dead_letter_maxlen", int), ("max_payload_bytes", int), ("redis_timeout", float),
                        ("heartbeat_interval", float), ("metrics_port", int)):
@@ -165,6 +171,9 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
     kw["prefix"] = _opt(args, "prefix") or app.prefix
     kw["group"] = _opt(args, "group") or app.group
     kw["consumer"] = _opt(args, "consumer") or default_consumer()
+    unknown = _opt(args, "unknown_task")
+    if unknown:
+        kw["unknown_task"] = unknown
     host = _opt(args, "metrics_host")
     if host:
         kw["metrics_host"] = host

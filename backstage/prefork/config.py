@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError, InvalidJobError
 from ..protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, validate_queue
 
-__all__ = ["WorkerConfig", "default_consumer"]
+__all__ = ["WorkerConfig", "default_consumer", "UNKNOWN_TASK_MODES"]
+
+#: What a master does with an entry whose task it has no handler for.
+UNKNOWN_TASK_MODES = ("dead-letter", "requeue")
 
 
 def default_consumer() -> str:
@@ -52,6 +55,8 @@ class WorkerConfig:
     #: None: max(600 s, idle_timeout)
     foreign_idle_timeout: float | None = None
     max_deliveries: int = 5
+    unknown_task: str = "dead-letter"  # or "requeue": back to its stream for another SDK's worker
+    unknown_task_hops: int = 10  # requeues of one entry before it is dead-lettered anyway
     dead_letter_maxlen: int = 100_000
     max_payload_bytes: int = 16 * 1024 * 1024
     block_timeout: float = 5.0
@@ -100,6 +105,9 @@ class WorkerConfig:
             raise ConfigError(f"foreign_idle_timeout={self.foreign_idle_timeout!r}: must be at least "
                               f"idle_timeout ({self.idle_timeout!r}): other SDKs' workers never renew their entries")
         _positive("max_deliveries", self.max_deliveries, integer=True)
+        if self.unknown_task not in UNKNOWN_TASK_MODES:
+            raise ConfigError(f"unknown_task={self.unknown_task!r}: use {' or '.join(UNKNOWN_TASK_MODES)}")
+        _positive("unknown_task_hops", self.unknown_task_hops, integer=True)
         _positive("dead_letter_maxlen", self.dead_letter_maxlen, integer=True)
         _positive("max_payload_bytes", self.max_payload_bytes, integer=True)
         _positive("block_timeout", self.block_timeout)

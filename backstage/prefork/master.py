@@ -492,8 +492,7 @@ class Master(ChildrenMixin, RecoveryMixin):
             task_name = raw_task.decode("utf-8", "replace")
             task = self.app.tasks.get(task_name)
             if task is None:
-                self.dead_letter(si, entry_id, fields, "unknown-task", "TaskNotFound",
-                                 f"no handler for task {task_name!r} in this app", 1)
+                self.unknown_task(si, entry_id, fields, task_name)
                 return
             known = self._known[raw_task] = (
                 task_name, task.timeout or self.cfg.default_timeout, self._result_ttl({}, task_name),

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from .config import WorkerConfig
     from .supervisor import Child, Job
 
-__all__ = ["RecoveryMixin"]
+__all__ = ["RecoveryMixin", "HOPS_FIELD"]
+
+#: (ours) how many times masters without a handler put an entry back on its stream
+HOPS_FIELD = b"unknownTaskHops"
 
 log = logging.getLogger("backstage.prefork")
 
@@ -49,6 +52,9 @@ class RecoveryMixin:
         def active_streams(self) -> list[int]: ...
 
         def accept(self, si: int, entry_id: bytes, flat: list[bytes], deliveries: int = 1) -> None: ...
+
+        def dead_letter(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str,
+                        emsg: str, deliveries: int, tb: str = "", *, log_it: bool = True) -> None: ...
 
     def held_entries(self, skip: Collection[int] = ()) -> Iterator[tuple[int, bytes]]:
         """(si, entry id) of everything pending for us: buffered, running, or waiting to be
@@ -128,6 +134,29 @@ class RecoveryMixin:
         self.buffer.extendleft(recovered)
         if taken >= count and room > count:
             self.next_reclaim = self.clock()  # more may be waiting, and there is room for them
+
+    def unknown_task(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], task_name: str) -> None:
+        """An entry for a task this app has no handler for (a Go or TypeScript worker's, in a
+        mixed fleet): dead-letter it, or with ``--unknown-task requeue`` put it back on its
+        stream with its hop count (``unknownTaskHops``) one higher, until it has hopped
+        ``--unknown-task-hops`` times."""
+        raw = fields.get(HOPS_FIELD, b"0")
+        try:
+            hops = int(raw)
+        except ValueError:
+            hops = self.cfg.unknown_task_hops  # not a count we wrote: do not bounce it around
+        if self.cfg.unknown_task == "requeue" and 0 <= hops < self.cfg.unknown_task_hops:
+            again = dict(fields)
+            again[HOPS_FIELD] = b"%d" % (hops + 1)
+            self.batch.hand_back(si, entry_id, again)
+            log.debug("entry %s of %s: no handler for task %r here; requeued (hop %d of %d)", entry_id.decode(),
+                      self.queues[si], task_name, hops + 1, self.cfg.unknown_task_hops,
+                      extra={"event": "requeue", "task": task_name})
+            return
+        why = f"no handler for task {task_name!r} in this app"
+        if self.cfg.unknown_task == "requeue":
+            why += f" (requeued {hops} times: no worker with a handler took it)"
+        self.dead_letter(si, entry_id, fields, "unknown-task", "TaskNotFound", why, 1)
 
     def forget_dead_consumers(self) -> None:
         try:
