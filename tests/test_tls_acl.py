@@ -225,6 +225,10 @@ def test_worker_user_runs_everything_end_to_end(users: Users, tls_files: TlsFile
     ledger_path = tmp_path / "ledger.txt"
     tls = TlsSettings(ca=str(tls_files.ca))
     admin_url = f"rediss://127.0.0.1:{users.server.port}/0"
+    # producers run enqueue.lua as a function they may call but not load: an admin loads it
+    # when producers start before any worker did (the worker loads it at start too)
+    out = run(BACKSTAGE, "functions", "load", "--redis-url", admin_url, "--tls-ca", str(tls_files.ca))
+    assert out.returncode == 0 and "loaded" in out.stdout, out.stderr
     with Client(users.url("producer"), prefix=prefix, tls=tls) as p:
         p.enqueue_many([("acl.ok", {"i": i}) for i in range(20)])
         p.enqueue("acl.ok", {"i": "delayed"}, delay=0.3)

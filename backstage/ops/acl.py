@@ -62,7 +62,7 @@ _PRODUCER_RESULT = ("del", "hset", "pexpire", "hget", "hgetall")  # enqueue.lua,
 _WORKER = (
     "xread", "xreadgroup", "xack", "xdel", "xpending", "xautoclaim", "xclaim", "xlen",
     "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xgroup|create", "xgroup|destroy", "xgroup|delconsumer",
-    "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
+    "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore", "zcount",
     "get", "smembers", "rpush",
 )
 #: Worker, Redis 7+: load the producer library (functions live outside key space).
