@@ -114,6 +114,9 @@ def test_broadcast_reaches_every_child_and_not_newcomers_history(client, r, pref
 def test_broadcast_groups_of_dead_workers_are_removed(client, r, keys, start_worker):
     a = start_worker("-c", "1", *FAST, "--consumer", "m-dead", "--idle-timeout", "1")
     wait_until(lambda: len(client.workers()) == 1, 10)
+    # its group comes just after its first heartbeat: wait for it, or the stream may not exist yet
+    wait_until(lambda: r.exists(keys.broadcast) and b"broadcast-m-dead" in
+               [g["name"] for g in r.xinfo_groups(keys.broadcast)], 10)
     a.kill()
     b = start_worker("-c", "1", *FAST, "--consumer", "m-live", "--idle-timeout", "1")
     wait_until(lambda: [g["name"] for g in r.xinfo_groups(keys.broadcast)] == [b"broadcast-m-live"], 15)
