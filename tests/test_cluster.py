@@ -19,6 +19,7 @@ from redis.crc import key_slot
 
 from backstage import Client, ConfigError
 from backstage.connections.cluster import _slot_ranges
+from backstage.protocol import scripts
 from backstage.protocol.keys import Keys
 
 from .helpers import wait_until
@@ -133,6 +134,8 @@ def test_jobs_run_on_a_cluster_and_survive_a_failover(cluster: Cluster, tag_pref
     wait_until(lambda: cluster.owner(slot) is not owner, 30, message="replica promoted")
     new = cluster.owner(slot).client()
     flight |= in_flight(new, keys)
+    # the producer function library the worker loaded on the slot's owner reached its replica
+    assert new.execute_command("FUNCTION", "LIST", "LIBRARYNAME", scripts.producer_library().name)
     late = c.enqueue("chaos.job", {"after": True})  # the producer follows the failover too
     assert late is not None
     check_ledger(new, keys, ledger, [*ids, delayed, late], flight, timeout=60)

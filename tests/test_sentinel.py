@@ -27,6 +27,7 @@ import redis
 
 from backstage import AsyncClient, Backstage, Client, ConfigError, RedisUnavailable
 from backstage.connections import redis_conn
+from backstage.protocol import scripts
 from backstage.protocol.keys import Keys
 from backstage.connections.resp import pack_command
 
@@ -259,6 +260,8 @@ def test_failover_by_sigkill_mid_run_loses_nothing(topology: Topology, prefix: s
         topology.master.kill()
         wait_until(lambda: topology.role(topology.replica) == "master", 20, message="the replica promoted")
         flight |= in_flight(new, keys)  # before the worker is back (sentinels announce it ~1 s later)
+        # the producer function library the worker loaded reached the new master by replication
+        assert new.execute_command("FUNCTION", "LIST", "LIBRARYNAME", scripts.producer_library().name)
         check_ledger(new, keys, ledger, ids, flight, timeout=30)
         assert topology.sentinels_say(topology.replica)
         log = w.log()
