@@ -345,6 +345,10 @@ class ChildrenMixin:
             return
         if any(c.usable and not c.inflight for c in self.children):
             return
+        # only while every child runs a long job: a child busy with short ones frees up soon
+        # (and the scan below stays off the hot path of fast workloads)
+        if self.long_busy() < sum(1 for c in self.children if c.usable):
+            return
         keep: list[Job] = []
         given = 0
         for job in self.buffer:
