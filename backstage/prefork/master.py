@@ -332,9 +332,12 @@ class Master(ChildrenMixin, RecoveryMixin):
             held += fetching + (b.count if b is not None else 0)
         for b in self.unsent:
             held += b.count
-        # a child running a long job gets nothing queued behind it: other masters' idle
-        # children run those jobs sooner
-        return self.concurrency * per_child - (per_child - 1) * self.long_busy() - held
+        room = self.concurrency * per_child - held
+        if not fast and per_child > 1:
+            # a child running a long job gets nothing fetched to wait behind it: other
+            # masters' idle children run those jobs sooner (fast mode has no long jobs to speak of)
+            room -= (per_child - 1) * self.long_busy()
+        return room
 
     MAX_EXCHANGES = 2  # round trips in flight: Redis works on one while the master handles the other
 
