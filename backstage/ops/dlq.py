@@ -52,9 +52,10 @@ DEAD_LETTER_FIELDS: tuple[str, ...] = (
     "originalId", "deadLetteredAt", "deliveryCount", "queue", "reason", "errorType",
     "errorMessage", "traceback", "consumer", "member",
 )
-#: Fields a requeued copy drops: the dead-letter fields, and ``attempt`` so the
-#: job starts over with all of its attempts.
-REQUEUE_DROPS: tuple[str, ...] = (*DEAD_LETTER_FIELDS, "attempt")
+#: Fields a requeued copy drops: the dead-letter fields, ``attempt`` so the job
+#: starts over with all of its attempts, and ``unknownTaskHops`` so an
+#: unknown-task entry may hop again (``--unknown-task requeue``).
+REQUEUE_DROPS: tuple[str, ...] = (*DEAD_LETTER_FIELDS, "attempt", "unknownTaskHops")
 
 DEFAULT_BATCH = 100
 MAX_BATCH = 10_000
