@@ -118,11 +118,18 @@ def test_only_an_admin_commands_workers_and_the_worker_obeys(users: Users, prefi
         answer = presence.collect_replies(a.redis, reply, 1, 5)
         assert answer and answer[0]["ok"] is False and "1 to 1024" in answer[0]["error"]
         assert len(w.children()) == 2
-        # the shell's control command works as the admin user, and shutdown stops the worker
-        out = subprocess.run([str(BACKSTAGE), "control", "shutdown", "--redis-url", users.url("admin"),
-                              "--prefix", prefix, "--timeout", "5"], capture_output=True, text=True, timeout=30,
-                             cwd=str(TESTS))
-        assert out.returncode == 0, out.stderr
+        # the operator's CLI runs as the admin user (the control stream is not a queue to inspect)
+        def cli(*args: str) -> str:
+            out = subprocess.run([str(BACKSTAGE), *args, "--redis-url", users.url("admin"), "--prefix", prefix],
+                                 capture_output=True, text=True, timeout=30, cwd=str(TESTS))
+            assert out.returncode == 0, out.stderr
+            return out.stdout
+
+        assert '"queue":"control"' not in cli("inspect", "--json") and a.redis.exists(keys.control)
+        assert '"consumer"' in cli("workers", "--json")
+        cli("dlq", "list", "default")
+        cli("control", "ping", "--timeout", "5")
+        cli("control", "shutdown", "--timeout", "5")  # ... and shutdown stops the worker
     assert w.wait(20) == 0
     assert users.denials("worker") == [] and users.denials("admin") == []
     assert {e["object"] for e in users.denials("producer")} == {keys.control, "zrangebyscore"}

@@ -56,7 +56,7 @@ for i = 1, n do
   if want > 0 then
     local start = cursor == '0-0' and '-' or '(' .. cursor
     -- scan a few times what we may take: entries of foreign consumers not yet idle enough are skipped
-    local scan = math.max(want * 4, 16)
+    local scan = math.max(want * 4, 100)
     local res = redis.pcall('XPENDING', key, group, 'IDLE', idle, start, '+', scan)
     if type(res) == 'table' and res.err then
       if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end

@@ -22,7 +22,7 @@ from ..connections import redis_conn
 from ..client import Client
 from ..errors import BackstageError
 from ..protocol import scripts
-from ..protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
+from ..protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, RESERVED, Keys, validate_queue
 
 __all__ = ["main"]
 
@@ -133,7 +133,7 @@ def _discover_queues(r: "redis.Redis", keys: Keys) -> list[str]:
     head = keys.prefix + ":"
     for raw in r.scan_iter(match=f"{head}*", _type="stream", count=1000):
         name = raw.decode()[len(head):]
-        if ":" not in name and name != "broadcast":
+        if ":" not in name and name not in RESERVED:  # P:broadcast, P:control are streams, not queues
             found.add(name)
     rest = sorted(found - set(PRIORITIES))
     return [q for q in PRIORITIES if q in found] + rest
