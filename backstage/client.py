@@ -352,7 +352,9 @@ class _Producer:
         return [i for i, (p, r) in enumerate(zip(batch, replies))
                 if p.kind == "e" and (isinstance(r, redis.exceptions.NoScriptError)
                                       or (isinstance(r, redis.ResponseError) and str(r).startswith("NOSCRIPT"))
-                                      or scripts.function_missing(r))]
+                                      or scripts.function_missing(r)
+                                      or (isinstance(r, redis.ResponseError) and "unknown command" in str(r)
+                                          and "fcall" in str(r).lower()))]
 
     def _results(self, batch: Sequence[_Prepared], replies: Sequence[Any]) -> list[str | None]:
         out: list[str | None] = []
@@ -427,6 +429,10 @@ class Client(_Producer):
             scripts.load_library(self.redis)
         except redis.exceptions.NoPermissionError as exc:
             raise self._no_functions_error(exc) from None
+        except redis.ResponseError:
+            # a server that says 7+ but has no functions (some Redis-compatible services): EVALSHA
+            self._functions = False
+            self.redis.script_load(self._enqueue_lua)
 
     def _run(self, commands: list[bytes]) -> list[Any]:
         try:
@@ -461,6 +467,7 @@ class Client(_Producer):
             retry = self._noscript(batch, replies)
             if retry:  # Redis restarted, flushed, or never had our functions: load and resend those
                 self._reload()
+                self._pack_lua(batch)  # FCALL, or EVALSHA if the server turned out to have no functions
                 for i, r in zip(retry, self._run([batch[i].command for i in retry])):
                     replies[i] = r
         return self._results(batch, replies)
@@ -651,6 +658,10 @@ class AsyncClient(_Producer):
             await scripts.load_library_async(self.redis)
         except redis.exceptions.NoPermissionError as exc:
             raise self._no_functions_error(exc) from None
+        except redis.ResponseError:
+            # a server that says 7+ but has no functions (some Redis-compatible services): EVALSHA
+            self._functions = False
+            await self.redis.script_load(self._enqueue_lua)
 
     async def _execute(self, batch: Sequence[_Prepared]) -> list[str | None]:
         await self._ready()
@@ -660,6 +671,7 @@ class AsyncClient(_Producer):
             retry = self._noscript(batch, replies)
             if retry:
                 await self._reload()
+                self._pack_lua(batch)
                 again = await resp.run_packed_async(self.redis, [batch[i].command for i in retry])
                 for i, r in zip(retry, again):
                     replies[i] = r

@@ -209,3 +209,22 @@ def test_redis_6_2_path_evalsha_under_the_flat_rules(redis_server: RedisServer, 
         root.execute_command("ACL", "DELUSER", name, *(u.name(r) for r in acl.ROLES))
     finally:
         root.close()
+
+
+def test_a_server_without_functions_falls_back_to_evalsha(tmp_path: Path, prefix: str) -> None:
+    """Some Redis-compatible services report 7.x but disable functions: producers use EVALSHA there."""
+    server = RedisServer(tmp_path / "nofn", extra=("--rename-command", "FCALL", "",
+                                                   "--rename-command", "FUNCTION", "")).start()
+    try:
+        with Client(server.url, prefix=prefix) as c:
+            ids = _enqueue_everything(c)
+            assert ids[2] is None and all(ids[i] for i in (0, 1, 3, 4, 5))
+
+        async def produce() -> list[str | None]:
+            async with AsyncClient(server.url, prefix=prefix) as ac:
+                return [await ac.enqueue("sec.t", 1, dedupe_key="ak"), await ac.enqueue("sec.t", 2, dedupe_key="ak")]
+
+        got = asyncio.run(produce())
+        assert got[0] and got[1] is None
+    finally:
+        server.stop()
