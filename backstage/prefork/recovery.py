@@ -7,7 +7,7 @@ Methods of :class:`Master` (run from its loop on timers, bounded per call).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Collection, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import redis
 
@@ -56,28 +56,26 @@ class RecoveryMixin:
         def dead_letter(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str,
                         emsg: str, deliveries: int, tb: str = "", *, log_it: bool = True) -> None: ...
 
-    def held_entries(self, skip: Collection[int] = ()) -> Iterator[tuple[int, bytes]]:
-        """(si, entry id) of everything pending for us: buffered, running, or waiting to be
-        settled (but not the batches whose ``id()`` is in ``skip``)."""
+    def held_entries(self) -> Iterator[tuple[int, bytes]]:
+        """(si, entry id) of everything pending for us: buffered, running, or waiting to be settled."""
         for job in self.buffer:
             yield job.si, job.id
         for c in self.children:
             for job in c.inflight:
                 yield job.si, job.id
         for batch in [self.batch, *self.unsent, *(b for b, _, _, _ in self.sending if b is not None)]:
-            if id(batch) not in skip:
-                yield from batch.entries()
+            yield from batch.entries()
 
     def renew(self) -> None:
         """Keep our in-flight and buffered entries fresh so no reclaimer takes them.
 
-        Entries whose settle is in flight are left out: Redis may have acked
-        them already (renewal goes on another connection), and they are
-        settled or sent again (``unsent``, renewed then) within --redis-timeout.
+        Entries whose settle is in flight are renewed too (the settle may not
+        have run yet); one Redis already acked on the exchange connection is
+        pending for nobody, which renew.lua skips quietly: only entries now
+        pending for another consumer were reclaimed from us.
         """
         ids: list[list[bytes]] = [[] for _ in self.queues]
-        settling = {id(b) for b, _, _, _ in self.sending if b is not None}
-        for si, entry_id in self.held_entries(skip=settling):
+        for si, entry_id in self.held_entries():
             ids[si].append(entry_id)
         if not any(ids):
             return
