@@ -93,6 +93,8 @@ def test_only_an_admin_commands_workers_and_the_worker_obeys(users: Users, prefi
         # the producer cannot write the control stream, nor send control through the client
         with pytest.raises(redis.exceptions.NoPermissionError):
             p.redis.xadd(keys.control, {"payload": orjson.dumps({"cmd": "shutdown"})})
+        with pytest.raises(redis.exceptions.NoPermissionError):  # nor forge our masters' registry
+            p.redis.zadd(keys.workers, {"ts-worker-1": 0})
         with pytest.raises(BrokerError) as info:
             p.control("concurrency", 3)
         assert "admin" in str(info.value)
@@ -132,7 +134,7 @@ def test_only_an_admin_commands_workers_and_the_worker_obeys(users: Users, prefi
         cli("control", "shutdown", "--timeout", "5")  # ... and shutdown stops the worker
     assert w.wait(20) == 0
     assert users.denials("worker") == [] and users.denials("admin") == []
-    assert {e["object"] for e in users.denials("producer")} == {keys.control, "zrangebyscore"}
+    assert {e["object"] for e in users.denials("producer")} == {keys.control, keys.workers, "zrangebyscore"}
 
 
 def _enqueue_everything(c: Client) -> list[str | None]:

@@ -5,8 +5,9 @@
   later, deduplicated or with a tracked result, broadcast, read a tracked
   job's status and result. It cannot read a queue: no XREAD, XREADGROUP,
   XRANGE, no consumer-group commands. With ACL selectors (Redis 7+) its
-  SET/EXISTS are confined to ``P:dedupe:*`` and its DEL/HSET/HGET… to
-  ``P:result:*``, so it cannot overwrite or delete a queue either. It runs
+  SET/EXISTS are confined to ``P:dedupe:*``, its DEL/HSET/HGET… to
+  ``P:result:*`` and its ZADD to ``P:scheduled``, so it cannot overwrite or
+  delete a queue, nor forge our masters' registry ``P:workers``. It runs
   our Lua and no other: ``FCALL`` of the function library the worker loads
   (Redis 7+), never EVAL, EVALSHA, SCRIPT or FUNCTION LOAD.
 - **worker** (``backstage-prefork``): everything a producer may do (handlers
@@ -127,6 +128,8 @@ def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True, sc
     else:
         out += [f"~{p}" for p in _all_but(head, _CONTROL)]
     grant = [*_CONNECT, *_PRODUCER_ROOT]
+    if role == "producer" and selectors:
+        grant.remove("zadd")  # only on P:scheduled (a selector below): not on P:workers, our masters' registry
     if role != "producer":
         grant += [*_FUNCTIONS, *_SCRIPTS]
     elif scripts:
@@ -143,6 +146,7 @@ def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True, sc
         grant = [c for c in grant if c != "fcall" and not c.startswith("function|")]
     out += [f"+{c}" for c in grant]
     if role == "producer" and selectors:
+        out.append(f"(~{head}scheduled +zadd)")
         out.append(f"(~{head}dedupe:* {' '.join('+' + c for c in _PRODUCER_DEDUPE)})")
         out.append(f"(~{head}result:* {' '.join('+' + c for c in _PRODUCER_RESULT)})")
     if role == "worker" and selectors:
