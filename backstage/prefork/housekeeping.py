@@ -51,12 +51,15 @@ class Housekeeper:
     def start(self) -> None:
         """Announce ourselves, join the broadcast stream, plan cron ticks.
 
-        Presence comes first: another master sweeping broadcast groups keeps
-        only those of live workers.
+        The control stream's tail is read before the first heartbeat (a
+        command sent once a client sees us must not be skipped); presence
+        comes before the broadcast group (a sweeping master removes groups of
+        consumers known dead, which a restarted consumer name still is until
+        its first heartbeat).
         """
+        self._guarded("control set-up", self._join_control)
         self._guarded("heartbeat", self.heartbeat)
         self._guarded("broadcast set-up", self.m.broker.join_broadcast)
-        self._guarded("control set-up", self._join_control)
         now = wire.now_ms()
         for entry in self.m.app.cron_entries:
             self.cron.append((entry, entry.next_after(now)))
