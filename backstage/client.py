@@ -24,7 +24,7 @@ import redis
 
 from .ops import presence
 from .connections import redis_conn, resp
-from . import results
+from . import results, tracing
 from .protocol import scripts
 from .connections.cluster import SlotMoved
 from .errors import BrokerError, ConfigError, InvalidJobError
@@ -264,23 +264,28 @@ class _Producer:
             raise InvalidJobError(f"task {task!r}: dedupe_ttl= needs a dedupe_key=")
         return o
 
-    def _pack(self, o: _Opts, payload: Any, now: int, now_b: bytes) -> _Prepared:
+    def _pack(self, o: _Opts, payload: Any, now: int, now_b: bytes, traceparent: bytes | None = None) -> _Prepared:
         payload_json = encode_payload(o.task, payload)
         job_id = new_job_id()
         jid = job_id.encode()
         due = o.at_ms if o.at_ms is not None else now + o.delay_ms
         lua = o.dedupe is not None or o.result_ttl_ms is not None
         if due <= now:
-            if not lua:
+            if not lua and traceparent is None:
                 cmd = b"%b$%d\r\n%b\r\n$5\r\njobId\r\n$%d\r\n%b\r\n$10\r\nenqueuedAt\r\n$%d\r\n%b\r\n" % (
                     o.xadd_head(), len(payload_json), payload_json, len(jid), jid, len(now_b), now_b)
                 return _Prepared(o.task, job_id, "x", cmd)
             fields = [b"taskName", o.task_b, b"payload", payload_json, b"enqueuedAt", now_b, *o.extra, b"jobId", jid]
+            if traceparent is not None:  # tracing on (backstage.tracing): an additive field
+                fields += (b"traceparent", traceparent)
+                if not lua:
+                    return _Prepared(o.task, job_id, "x", resp.pack_command((b"XADD", o.stream.encode(), b"*", *fields)))
             return _Prepared(o.task, job_id, "e", self._lua_job(o, b"x", o.stream.encode(), jid, now_b,
                                                                 (len(fields), *fields)))
+        extra = o.extra_fields if traceparent is None else {**o.extra_fields, "traceparent": traceparent.decode()}
         member = encode_scheduled(o.stream, o.queue, encode_entry(
             o.task, payload_json, enqueued_at=now, job_id=job_id, attempts=o.attempts,
-            backoff=o.backoff, timeout_ms=o.timeout_ms, extra=o.extra_fields))
+            backoff=o.backoff, timeout_ms=o.timeout_ms, extra=extra))
         if not lua:
             return _Prepared(o.task, job_id, "z", resp.pack_command((b"ZADD", self._scheduled_b, due, member)))
         return _Prepared(o.task, job_id, "e", self._lua_job(o, b"z", self._scheduled_b, jid, now_b, (due, member)))
@@ -301,6 +306,52 @@ class _Producer:
     def _prepare_one(self, task: str, payload: Any, **options: Any) -> _Prepared:
         now = now_ms()
         return self._pack(self._resolve(task, **options), payload, now, b"%d" % now)
+
+    def _prepare_traced(self, tracer: tracing.Tracer, jobs: list[tuple[str, Any, dict[str, Any]]]
+                        ) -> tuple[list[_Prepared], list[tuple[tracing.ProducerSpan, str]]]:
+        """Pack jobs with a producer span each, its ``traceparent`` in the entry
+        (tracing on). Spans of jobs that fail to pack end with the error."""
+        now = now_ms()
+        now_b = b"%d" % now
+        out: list[_Prepared] = []
+        spans: list[tuple[tracing.ProducerSpan, str]] = []
+        try:
+            for task, payload, options in jobs:
+                span = tracer.start_enqueue(task if isinstance(task, str) else repr(task))
+                try:
+                    o = self._resolve(task, **options)
+                    out.append(self._pack(o, payload, now, now_b, span.traceparent))
+                except BaseException as exc:
+                    span.end(None, None, exc)
+                    raise
+                spans.append((span, o.queue))
+        except BaseException as exc:
+            for span, queue in spans:
+                span.end(queue, None, exc)
+            raise
+        return out, spans
+
+    @staticmethod
+    def _traced_jobs(jobs: Iterable[Job | tuple[str, Any]], opts: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
+        """enqueue_many's items as (task, payload, options), for the traced path."""
+        out: list[tuple[str, Any, dict[str, Any]]] = []
+        for job in jobs:
+            if isinstance(job, Job):
+                out.append((job.task, job.payload, {
+                    "priority": job.priority, "queue": job.queue, "delay": job.delay, "at": job.at,
+                    "dedupe_key": job.dedupe_key, "dedupe_ttl": job.dedupe_ttl, "attempts": job.attempts,
+                    "backoff": job.backoff, "timeout": job.timeout, "result_ttl": job.result_ttl}))
+            elif isinstance(job, tuple) and len(job) == 2:
+                out.append((job[0], job[1], {**opts, "dedupe_key": None, "dedupe_ttl": None}))
+            else:
+                raise InvalidJobError(f"enqueue_many: expected Job(...) or (task, payload) items, got {job!r:.80}")
+        return out
+
+    @staticmethod
+    def _end_spans(spans: list[tuple[tracing.ProducerSpan, str]], batch: Sequence[_Prepared],
+                   ids: list[str | None] | None, error: BaseException | None) -> None:
+        for i, (span, queue) in enumerate(spans):
+            span.end(queue, ids[i] if ids is not None else batch[i].job_id, error)
 
     def _many(self, jobs: Iterable[Job | tuple[str, Any]], opts: dict[str, Any]) -> list[_Prepared]:
         """Check and pack every job before anything is sent."""
@@ -477,10 +528,25 @@ class Client(_Producer):
             InvalidJobError / PayloadError on bad arguments, BrokerError when
             Redis fails or is too old, RedisUnavailable when it cannot be reached.
         """
+        tracer = tracing.tracer
+        if tracer is not None:
+            return self._execute_traced(tracer, [(task, payload, dict(
+                priority=priority, queue=queue, delay=delay, at=at, dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl,
+                attempts=attempts, backoff=backoff, timeout=timeout, result_ttl=result_ttl))])[0]
         p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
                               dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
                               backoff=backoff, timeout=timeout, result_ttl=result_ttl)
         return self._execute((p,))[0]
+
+    def _execute_traced(self, tracer: tracing.Tracer, jobs: list[tuple[str, Any, dict[str, Any]]]) -> list[str | None]:
+        prepared, spans = self._prepare_traced(tracer, jobs)
+        try:
+            ids = self._execute(prepared) if prepared else []
+        except BaseException as exc:
+            self._end_spans(spans, prepared, None, exc)
+            raise
+        self._end_spans(spans, prepared, ids, None)
+        return ids
 
     def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
         """Enqueue many jobs, pipelined; returns ids (``None`` where deduplicated).
@@ -490,6 +556,9 @@ class Client(_Producer):
         ``backoff``, ``timeout``) apply to the tuples. Every job is checked and
         serialized before anything is written; each job is atomic on its own.
         """
+        tracer = tracing.tracer
+        if tracer is not None:
+            return self._execute_traced(tracer, self._traced_jobs(jobs, _many_opts(defaults)))
         prepared = self._many(jobs, _many_opts(defaults))
         return self._execute(prepared) if prepared else []
 
@@ -638,13 +707,32 @@ class AsyncClient(_Producer):
         result_ttl: float | None = None,
     ) -> str | None:
         """Enqueue one job; see :meth:`Client.enqueue`."""
+        tracer = tracing.tracer
+        if tracer is not None:
+            return (await self._execute_traced(tracer, [(task, payload, dict(
+                priority=priority, queue=queue, delay=delay, at=at, dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl,
+                attempts=attempts, backoff=backoff, timeout=timeout, result_ttl=result_ttl))]))[0]
         p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
                               dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
                               backoff=backoff, timeout=timeout, result_ttl=result_ttl)
         return (await self._execute((p,)))[0]
 
+    async def _execute_traced(self, tracer: tracing.Tracer,
+                              jobs: list[tuple[str, Any, dict[str, Any]]]) -> list[str | None]:
+        prepared, spans = self._prepare_traced(tracer, jobs)
+        try:
+            ids = (await self._execute(prepared)) if prepared else []
+        except BaseException as exc:
+            self._end_spans(spans, prepared, None, exc)
+            raise
+        self._end_spans(spans, prepared, ids, None)
+        return ids
+
     async def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
         """Enqueue many jobs, pipelined; see :meth:`Client.enqueue_many`."""
+        tracer = tracing.tracer
+        if tracer is not None:
+            return await self._execute_traced(tracer, self._traced_jobs(jobs, _many_opts(defaults)))
         prepared = self._many(jobs, _many_opts(defaults))
         return (await self._execute(prepared)) if prepared else []
 

@@ -43,6 +43,10 @@ class JobContext:
     task: str
     attempt: int
     child: int
+    #: Sent only while tracing is on (``backstage.contrib.otel``): the job's
+    #: queue and its entry's W3C ``traceparent``.
+    queue: str | None = None
+    traceparent: str | None = None
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("backstage_job", default=None)
@@ -76,7 +80,11 @@ def _error(kind: str, exc: BaseException, seq: int, dur: int, retry_ms: int | No
 def _next_step(result: Any) -> list[Any] | None:
     """Workflow instruction from a handler's return value, or None."""
     if isinstance(result, Next):
-        return [result.task, round(result.delay * 1000), orjson.dumps(result.payload).decode(), result.queue]
+        step = [result.task, round(result.delay * 1000), orjson.dumps(result.payload).decode(), result.queue]
+        tp = getattr(result, "traceparent", None)  # a tracer's Next (backstage.contrib.otel)
+        if tp:
+            step.append(tp)
+        return step
     if isinstance(result, dict) and isinstance(result.get("next"), str) and result["next"]:
         delay = result.get("delay") or 0
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
@@ -143,7 +151,7 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                 return 0  # the master closed our pipe: stop (shutdown or recycle)
             kind, meta, blob = frame
             pos = 0
-            for seq, task_name, job_id, attempt, plen, want_result in meta:
+            for seq, task_name, job_id, attempt, plen, want_result, *trace in meta:
                 payload = blob[pos:pos + plen]
                 pos += plen
                 if kind == ipc.BROADCAST:
@@ -162,14 +170,14 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                     except orjson.JSONDecodeError as exc:
                         out = ["err", seq, 0, "malformed", "JSONDecodeError", f"payload is not valid JSON: {exc}", "", None]
                     else:
-                        token = _current.set(JobContext(job_id, task_name, attempt, index))
+                        token = _current.set(JobContext(job_id, task_name, attempt, index, *trace))
                         try:
                             if task.is_async:
                                 if loop is None:
                                     loop = asyncio.new_event_loop()
-                                result = loop.run_until_complete(task.func(value))
+                                result = loop.run_until_complete(task.handler(value))
                             else:
-                                result = task.func(value)
+                                result = task.handler(value)
                             step = _next_step(result)
                             value = orjson.dumps(result).decode() if want_result and step is None else None
                             out = ["ok", seq, perf() - t0, step, value]

@@ -22,6 +22,7 @@ from typing import Any, Callable, Deque
 import redis
 
 from ..protocol import wire
+from .. import tracing
 from ..app import Backstage
 from ..client import new_job_id
 from ..protocol.keys import Keys
@@ -95,6 +96,8 @@ class Master(ChildrenMixin, RecoveryMixin):
         self.reap_due = True  # a child may have exited: waitpid on the next pass
         self.next_reap = 0.0
         self.hooks: list[Callable[[], Any]] = list(app.child_start_hooks)
+        # tracing on (backstage.contrib.otel): children also get each job's queue and traceparent
+        self.trace = tracing.tracer is not None
         self.processed = 0
         self.failed = 0
         self.started = time.time()
@@ -565,7 +568,12 @@ class Master(ChildrenMixin, RecoveryMixin):
                     break
                 self.buffer.popleft()
                 p = job.payload
-                meta.append((job.seq, job.task, job.jid, job.attempt, len(p), job.result_ttl is not None))
+                if self.trace:
+                    tp = job.fields.get(b"traceparent")
+                    meta.append((job.seq, job.task, job.jid, job.attempt, len(p), job.result_ttl is not None,
+                                 self.queues[job.si], tp.decode("ascii", "replace") if tp else None))
+                else:
+                    meta.append((job.seq, job.task, job.jid, job.attempt, len(p), job.result_ttl is not None))
                 payloads.append(p)
                 c.inflight.append(job)
                 c.batchable = c.batchable and avg < fast_t
@@ -594,7 +602,7 @@ class Master(ChildrenMixin, RecoveryMixin):
         )
 
     def on_next(self, job: Job, step: list[Any]) -> None:
-        task_name, delay_ms, payload_json, queue = step
+        task_name, delay_ms, payload_json, queue = step[:4]
         t = self.app.tasks.get(task_name)
         q = queue or (t.queue if t is not None and t.queue else "default")
         now = wire.now_ms()
@@ -602,6 +610,10 @@ class Master(ChildrenMixin, RecoveryMixin):
         fields = self.worker_entry(task_name, payload_json, new_job_id(), now)
         if wf:
             fields["workflowId"] = wf
+        # the trace goes on: the child's span when it sent one, else the job's own
+        tp = step[4] if len(step) > 4 else job.fields.get(b"traceparent")
+        if tp:
+            fields["traceparent"] = tp
         stream = self.keys.stream(q)
         if delay_ms and delay_ms > 0:
             self.batch.schedule(job.si, job.id, now + int(delay_ms), wire.encode_scheduled(stream, q, fields))
