@@ -22,8 +22,9 @@ __all__ = ["Tracer", "ProducerSpan", "tracer"]
 class ProducerSpan(Protocol):
     """A producer span started for one enqueue."""
 
-    #: The W3C ``traceparent`` of this span, written into the job's entry.
-    traceparent: bytes
+    #: The W3C ``traceparent`` of this span, written into the job's entry
+    #: (None when the span is not sampled and carries no context).
+    traceparent: bytes | None
 
     def end(self, queue: str | None, job_id: str | None, error: BaseException | None) -> None:
         """Finish the span with where the job went (or why it was not enqueued)."""
@@ -35,6 +36,9 @@ class Tracer(Protocol):
 
     def start_enqueue(self, task: str) -> ProducerSpan:
         """Start a producer span for one job of ``task`` (not made current)."""
+
+    def close(self) -> None:
+        """Export buffered spans; a prefork child calls it before it exits."""
 
 
 #: The installed tracer, or None (the default: tracing off, zero cost).

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
+from .. import tracing
 from ..app import Next
 from ..errors import Reject, Retry
 from . import ipc
@@ -108,6 +109,8 @@ def child_main(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: li
         code = 1
     finally:
         try:
+            if tracing.tracer is not None:  # os._exit skips atexit: export buffered spans now
+                tracing.tracer.close()
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
