@@ -7,6 +7,8 @@ explicitly with ``-p backstage.testing.pytest``). Fixtures:
   once per session (free port; ``--backstage-redis-unix`` for a unix
   socket), flushed before each test. ``backstage_redis.url`` is its URL;
   ``backstage_redis.connect(app)`` points an app's producer at it.
+- ``backstage_redis_server`` — the same server, session-scoped and never
+  flushed (for session or module fixtures that need its URL early).
 - ``backstage_worker`` — a factory: ``backstage_worker(app, concurrency=2)``
   starts the real ``backstage-prefork`` for ``app`` on that Redis and
   returns a :class:`~backstage.testing.WorkerProcess` (``.drain()``,
@@ -27,7 +29,7 @@ from .worker import WorkerProcess
 if TYPE_CHECKING:
     from ..app import Backstage
 
-__all__ = ["BackstageRedis", "backstage_redis", "backstage_worker"]
+__all__ = ["BackstageRedis", "backstage_redis", "backstage_redis_server", "backstage_worker"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,8 +51,9 @@ class BackstageRedis(RedisProcess):
 
 
 @pytest.fixture(scope="session")
-def _backstage_redis_server(request: pytest.FixtureRequest,
+def backstage_redis_server(request: pytest.FixtureRequest,
                             tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackstageRedis]:
+    """The session's private redis-server (started on first use, not flushed)."""
     server = BackstageRedis(tmp_path_factory.mktemp("backstage-redis"),
                             unix=bool(request.config.getoption("--backstage-redis-unix")))
     server.start()
@@ -59,10 +62,10 @@ def _backstage_redis_server(request: pytest.FixtureRequest,
 
 
 @pytest.fixture
-def backstage_redis(_backstage_redis_server: BackstageRedis) -> BackstageRedis:
+def backstage_redis(backstage_redis_server: BackstageRedis) -> BackstageRedis:
     """A private redis-server for this session, empty at the start of each test."""
-    _backstage_redis_server.flush()
-    return _backstage_redis_server
+    backstage_redis_server.flush()
+    return backstage_redis_server
 
 
 @pytest.fixture
