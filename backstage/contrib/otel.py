@@ -30,7 +30,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .. import __version__, tracing
 from ..app import Next
 from ..errors import Reject, Retry
-from ..prefork.child import current_job
+from ..prefork.child import current_job, current_trace
 
 if TYPE_CHECKING:
     from ..app import Backstage, Task
@@ -88,15 +88,16 @@ class _Tracer:
     def consume(self, task: str) -> Iterator[Callable[[Any], Any]]:
         """Run one job under a consumer span; yields ``finish(result)``."""
         job = current_job()
-        parent = _PROPAGATOR.extract({"traceparent": job.traceparent}) if job and job.traceparent else None
+        queue, traceparent = current_trace()
+        parent = _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
         attrs: dict[str, Any] = {"messaging.system": SYSTEM, "messaging.operation.type": "process",
                                  "backstage.task": task}
         if job is not None:
             attrs["backstage.attempt"] = job.attempt
             if job.job_id:
                 attrs["messaging.message.id"] = job.job_id
-            if job.queue:
-                attrs["messaging.destination.name"] = job.queue
+        if queue:
+            attrs["messaging.destination.name"] = queue
         with self.tracer.start_as_current_span(f"run {task}", context=parent, kind=SpanKind.CONSUMER,
                                                attributes=attrs, record_exception=False,
                                                set_status_on_exception=False) as span:

@@ -29,7 +29,7 @@ from . import ipc
 if TYPE_CHECKING:
     from ..app import Backstage
 
-__all__ = ["JobContext", "current_job", "child_main", "CHILD_BOOT_FAILED"]
+__all__ = ["JobContext", "current_job", "current_trace", "child_main", "CHILD_BOOT_FAILED"]
 
 #: Exit code of a child whose start-up hooks failed; the master stops on it.
 CHILD_BOOT_FAILED = 3
@@ -44,10 +44,6 @@ class JobContext:
     task: str
     attempt: int
     child: int
-    #: Sent only while tracing is on (``backstage.contrib.otel``): the job's
-    #: queue and its entry's W3C ``traceparent``.
-    queue: str | None = None
-    traceparent: str | None = None
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("backstage_job", default=None)
@@ -56,6 +52,19 @@ _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("ba
 def current_job() -> JobContext | None:
     """The job the calling handler is running (None outside a handler)."""
     return _current.get()
+
+
+# Tracing on only (ipc.TRACED_JOBS frames): job id -> [queue, traceparent] for
+# the frame being run. Kept beside the jobs, not in JobContext, so that the
+# per-job path costs the same with tracing off.
+_frame_traces: dict[Any, list[Any]] = {}
+
+
+def current_trace() -> tuple[str | None, str | None]:
+    """(queue, W3C traceparent) of the running job when the worker traces; (None, None) otherwise."""
+    job = _current.get()
+    t = _frame_traces.get(job.job_id) if job is not None else None
+    return (t[0], t[1]) if t else (None, None)
 
 
 def _title(text: str) -> None:
@@ -118,6 +127,7 @@ def child_main(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: li
 
 
 def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Callable[[], Any]]) -> int:
+    global _frame_traces
     # Ctrl-C reaches the whole process group: the master decides what children do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
@@ -153,8 +163,11 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
             if frame is None:
                 return 0  # the master closed our pipe: stop (shutdown or recycle)
             kind, meta, blob = frame
+            if kind == ipc.TRACED_JOBS:
+                meta, traces = meta
+                _frame_traces = {m[2]: t for m, t in zip(meta, traces)}
             pos = 0
-            for seq, task_name, job_id, attempt, plen, want_result, *trace in meta:
+            for seq, task_name, job_id, attempt, plen, want_result in meta:
                 payload = blob[pos:pos + plen]
                 pos += plen
                 if kind == ipc.BROADCAST:
@@ -173,7 +186,7 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                     except orjson.JSONDecodeError as exc:
                         out = ["err", seq, 0, "malformed", "JSONDecodeError", f"payload is not valid JSON: {exc}", "", None]
                     else:
-                        token = _current.set(JobContext(job_id, task_name, attempt, index, *trace))
+                        token = _current.set(JobContext(job_id, task_name, attempt, index))
                         try:
                             if task.is_async:
                                 if loop is None:

@@ -8,12 +8,14 @@ Master → child, a *job frame*::
 and blob the payloads, concatenated, exactly as read from Redis: the master
 never decodes a payload. ``kind`` 2 carries broadcast messages the same way
 (seq 0); the child runs its ``@app.on_broadcast`` handlers and answers nothing.
+``kind`` 3 carries jobs while tracing is on: meta is ``[jobs_meta, traces]``,
+``traces`` holding ``[queue, traceparent]`` per job, in the same order.
 
 Child → master, an *outcome frame*: ``<u32 length> <orjson list>``, one of::
 
     ["ready", pid]
     ["boot-failed", error_type, message, traceback]
-    ["ok", seq, duration_ns, next, value]   next: null | [task, delay_ms, payload_json, queue];
+    ["ok", seq, duration_ns, next, value]   next: null | [task, delay_ms, payload_json, queue(, traceparent)];
                                           value: the return value as JSON text, when asked for
     ["err", seq, duration_ns, kind, error_type, message, traceback, retry_delay_ms]
 
@@ -30,10 +32,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 
-__all__ = ["JOBS", "BROADCAST", "pack_jobs", "pack_outcome", "FrameReader", "JobFrameReader", "write_all", "set_pipe_size"]
+__all__ = ["JOBS", "BROADCAST", "TRACED_JOBS", "pack_jobs", "pack_outcome", "FrameReader", "JobFrameReader", "write_all", "set_pipe_size"]
 
 JOBS = 1
 BROADCAST = 2
+TRACED_JOBS = 3
 
 _JOB_HEAD = struct.Struct("<BII")
 _OUT_HEAD = struct.Struct("<I")

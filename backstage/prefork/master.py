@@ -568,12 +568,7 @@ class Master(ChildrenMixin, RecoveryMixin):
                     break
                 self.buffer.popleft()
                 p = job.payload
-                if self.trace:
-                    tp = job.fields.get(b"traceparent")
-                    meta.append((job.seq, job.task, job.jid, job.attempt, len(p), job.result_ttl is not None,
-                                 self.queues[job.si], tp.decode("ascii", "replace") if tp else None))
-                else:
-                    meta.append((job.seq, job.task, job.jid, job.attempt, len(p), job.result_ttl is not None))
+                meta.append((job.seq, job.task, job.jid, job.attempt, len(p), job.result_ttl is not None))
                 payloads.append(p)
                 c.inflight.append(job)
                 c.batchable = c.batchable and avg < fast_t
@@ -587,8 +582,19 @@ class Master(ChildrenMixin, RecoveryMixin):
                 c.head_started = now
             self.dispatches += 1
             c.given = self.dispatches
-            c.outbuf += ipc.pack_jobs(ipc.JOBS, meta, payloads)
+            if self.trace:  # the children's spans need each job's queue and traceparent
+                c.outbuf += ipc.pack_jobs(ipc.TRACED_JOBS, [meta, self._traces(c.inflight, len(meta))], payloads)
+            else:
+                c.outbuf += ipc.pack_jobs(ipc.JOBS, meta, payloads)
             self.flush_child(c)
+
+    def _traces(self, inflight: Any, n: int) -> list[list[Any]]:
+        """[queue, traceparent] of the last ``n`` jobs handed to a child (tracing on)."""
+        out = []
+        for job in list(inflight)[-n:]:
+            tp = job.fields.get(b"traceparent")
+            out.append([self.queues[job.si], tp.decode("ascii", "replace") if tp else None])
+        return out
 
     def worker_entry(self, task_name: str, payload_json: bytes | str, job_id: str,
                      now: int) -> dict[str, str | bytes]:

@@ -163,7 +163,7 @@ class InlineRun:
         number = 0
         while True:
             number += 1
-            token = _current.set(JobContext(job.id, job.task, number, 0, job.queue))
+            token = _current.set(JobContext(job.id, job.task, number, 0))
             try:
                 result = self._call(t, job.payload)
                 step = _next_step(result)
