@@ -8,14 +8,16 @@ rounds (on a shared machine the slower rounds measure the neighbours), in this p
   ``noop`` jobs sent in frames of 32, as the master sends fast jobs; the
   figure is wall time per job, pipe round trips included.
 
-Variants: ``off`` (no tracer: the default) and, when this tree has
-``backstage.contrib.otel`` and opentelemetry-sdk is installed, ``on``
-(``instrument(app)`` with an SDK TracerProvider that samples every span and
-exports none). Run it on another tree to compare the base install, e.g.
-``PYTHONPATH=/path/to/other/tree python benchmarks/extras_cost.py``.
+Variants: ``off`` (no tracer: the default) and, when opentelemetry-sdk
+is installed, ``on`` (``instrument(app)`` with an SDK TracerProvider that
+samples every span and exports none). ``--against TREE`` also loads
+``client.py`` and ``prefork/child.py`` of another checkout (e.g. the commit
+before these extras) next to this tree's and interleaves their rounds with
+ours in the same process, so both see the same machine: ``base`` is that
+tree's ``Client.enqueue`` and child.
 
     .venv/bin/python benchmarks/extras_cost.py            # --rounds 7 --jobs 5000
-    .venv/bin/python benchmarks/extras_cost.py --json cost.json
+    .venv/bin/python benchmarks/extras_cost.py --against ../main --json cost.json
 """
 
 from __future__ import annotations
@@ -61,14 +63,31 @@ def bench_enqueue(app: Backstage, jobs: int, rounds: int) -> float:
     return _best_ns(times, jobs)
 
 
-def bench_child(app: Backstage, jobs: int, rounds: int, traced: bool) -> float:
+def bench_enqueue_client(client: Any, app: Backstage, jobs: int) -> float:
+    """One round of another tree's ``Client.enqueue``, called as its ``app.enqueue`` did
+    (``self.client.enqueue(task, payload, **options)``: no checks of its own)."""
+    payloads = [{"i": i} for i in range(jobs)]
+
+    def enqueue(task: str, payload: Any = None, **options: Any) -> Any:
+        return app.client.enqueue(task, payload, **options)
+
+    enqueue("noop", {"warm": 1})
+    t0 = time.perf_counter()
+    for p in payloads:
+        enqueue("noop", p)
+    took = time.perf_counter() - t0
+    client.redis.delete(app.keys.stream("default"))
+    return took / jobs * 1e9
+
+
+def bench_child(app: Backstage, jobs: int, rounds: int, traced: bool, child_mod: Any = child) -> float:
     job_r, job_w = os.pipe()
     out_r, out_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(job_w)
         os.close(out_r)
-        child.child_main(app, 0, job_r, out_w, list(app.child_start_hooks))
+        child_mod.child_main(app, 0, job_r, out_w, list(app.child_start_hooks))
     os.close(job_r)
     os.close(out_w)
     reader = ipc.FrameReader()
@@ -110,6 +129,19 @@ def bench_child(app: Backstage, jobs: int, rounds: int, traced: bool) -> float:
     return _best_ns(times[1:], (jobs // BATCH) * BATCH)
 
 
+def load_other(tree: str, rel: str, name: str) -> Any:
+    """Another tree's module, loaded inside this ``backstage`` package (its
+    relative imports resolve to this tree's siblings, which keep their API)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"backstage.{name}", Path(tree) / "backstage" / rel)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def make_app(url: str) -> Backstage:
     app = Backstage(url, prefix="cost")
 
@@ -125,6 +157,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json", help="write the figures here too")
+    ap.add_argument("--against", metavar="TREE", help="another checkout to interleave with (base install)")
     args = ap.parse_args()
     tree = str(Path(backstage.__file__).resolve().parent.parent)
     out: dict[str, Any] = {"tree": tree, "jobs": args.jobs, "rounds": args.rounds}
@@ -134,16 +167,31 @@ def main() -> None:
         url = f"unix://{sock}"
         try:
             app = make_app(url)
-            out["enqueue_off_ns"] = bench_enqueue(app, args.jobs, args.rounds)
-            out["child_off_ns"] = bench_child(app, args.jobs, args.rounds, traced=False)
+            if args.against:
+                other_client = load_other(args.against, "client.py", "_base_client")
+                other_child = load_other(args.against, "prefork/child.py", "prefork._base_child")
+                base_app = make_app(url)
+                base_app._client = other_client.Client(url, prefix=base_app.prefix)
+                base_enq: list[float] = []
+                base_child: list[float] = []
+                ours_enq: list[float] = []
+                ours_ch: list[float] = []
+                for _ in range(args.rounds):  # interleaved: each pair sees the same machine
+                    base_enq.append(bench_enqueue_client(base_app._client, base_app, args.jobs))
+                    ours_enq.append(bench_enqueue(app, args.jobs, 1))
+                    base_child.append(bench_child(base_app, args.jobs, 1, traced=False, child_mod=other_child))
+                    ours_ch.append(bench_child(app, args.jobs, 1, traced=False))
+                out.update(enqueue_base_ns=min(base_enq), enqueue_off_ns=min(ours_enq),
+                           child_base_ns=min(base_child), child_off_ns=min(ours_ch), against=args.against)
+            else:
+                out["enqueue_off_ns"] = bench_enqueue(app, args.jobs, args.rounds)
+                out["child_off_ns"] = bench_child(app, args.jobs, args.rounds, traced=False)
             try:
-                if not (Path(backstage.__file__).parent / "contrib" / "otel.py").exists():
-                    raise ImportError("this tree has no backstage.contrib.otel")
                 from opentelemetry.sdk.trace import TracerProvider
 
                 from backstage.contrib import otel
             except ImportError:
-                print("tracing variant skipped: no backstage.contrib.otel here or no opentelemetry-sdk")
+                print("tracing variant skipped: opentelemetry-sdk is not installed")
             else:
                 traced_app = make_app(url)
                 otel.instrument(traced_app, tracer_provider=TracerProvider())
@@ -156,7 +204,10 @@ def main() -> None:
             server.stop()
     print(f"backstage from {tree}  ({args.jobs} jobs x {args.rounds} rounds, best round)")
     for key in ("enqueue", "child"):
-        line = f"  {key:8s} off {out[key + '_off_ns'] / 1000:7.2f} us/job"
+        line = f"  {key:8s}"
+        if key + "_base_ns" in out:
+            line += f" base {out[key + '_base_ns'] / 1000:7.2f} us/job  "
+        line += f" off {out[key + '_off_ns'] / 1000:7.2f} us/job"
         if key + "_on_ns" in out:
             line += f"   on {out[key + '_on_ns'] / 1000:7.2f} us/job"
         print(line)

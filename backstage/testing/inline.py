@@ -68,6 +68,7 @@ class InlineJob:
     status: str = "queued"  # queued | done | dead
     reason: str | None = None  # dead-letter reason (WIRE.md), when dead
     result: Any = None
+    _raw: bytes = field(default=b"null", repr=False)  # the payload as it would sit in Redis
 
 
 class InlineRun:
@@ -121,7 +122,8 @@ class InlineRun:
         if not isinstance(task, str) or not task:
             raise InvalidJobError(f"task name {task!r}: expected a non-empty string")
         # the same JSON round trip as through Redis: non-JSON payloads fail here, as they would there
-        value = orjson.loads(encode_payload(task, payload))
+        raw = encode_payload(task, payload)
+        value = orjson.loads(raw)
         t = self.app.tasks.get(task)
         queue = options.get("priority") or options.get("queue") or (t.queue if t is not None and t.queue else "default")
         if options.get("priority") is not None and options["priority"] not in PRIORITIES:
@@ -134,6 +136,7 @@ class InlineRun:
             self._dedupe.add(key)
         wait = delay if delay is not None else float(options.get("delay") or 0.0)
         job = InlineJob(f"inline-{next(self._ids)}", task, value, queue, dict(options), wait, parent)
+        job._raw = raw
         self.jobs.append(job)
         self._queue.append(job)
         return job
@@ -165,7 +168,7 @@ class InlineRun:
             number += 1
             token = _current.set(JobContext(job.id, job.task, number, 0))
             try:
-                result = self._call(t, job.payload)
+                result = self._call(t, orjson.loads(job._raw))  # each attempt decodes the entry afresh
                 step = _next_step(result)
                 value = result
                 if step is None and (job.options.get("result_ttl") or t.result_ttl):
