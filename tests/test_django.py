@@ -23,9 +23,18 @@ PROJECT = Path(__file__).resolve().parents[1] / "examples" / "django_project"
 def project(backstage_redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env = {"EXAMPLE_DB": str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
            "BACKSTAGE_REDIS_URL": backstage_redis_server.url, "DJANGO_SETTINGS_MODULE": "mysite.settings"}
-    os.environ.update(env)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the settings module reads them once, at django.setup()
     sys.path.insert(0, str(PROJECT))
-    django.setup()
+    try:
+        django.setup()
+    finally:
+        # never leak them: later tests' workers would read BACKSTAGE_REDIS_URL
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
