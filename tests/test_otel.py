@@ -111,3 +111,25 @@ def test_tracing_is_off_unless_instrumented(backstage_redis: Any) -> None:
     traced.app.enqueue("step.one", {"n": 1})
     [(_, fields)] = backstage_redis.client().xrange("traced:default")
     assert b"traceparent" not in fields
+
+
+def test_every_enqueue_path_carries_the_traceparent(exporter: Any, backstage_redis: Any) -> None:
+    mem, _provider = exporter
+    backstage_redis.connect(traced.app)
+    r = backstage_redis.client()
+    app = traced.app
+    plain = app.enqueue("step.one", {"n": 1})
+    deduped = app.enqueue("step.one", {"n": 2}, dedupe_key="d")  # enqueue.lua
+    assert app.enqueue("step.one", {"n": 3}, dedupe_key="d") is None
+    later = app.enqueue("step.one", {"n": 4}, delay=60)  # a scheduled member
+    many = app.enqueue_many([("step.one", {"n": 5}), ("step.two", {"n": 6})])
+    entries = {f[b"jobId"].decode(): f for _, f in r.xrange("traced:default")}
+    [member] = r.zrange("traced:scheduled", 0, -1)
+    assert set(entries) == {plain, deduped, *many}
+    spans = {s.attributes.get("messaging.message.id"): s for s in mem.get_finished_spans()}
+    for job_id in (plain, deduped, *many):
+        tp = entries[job_id][b"traceparent"].decode()
+        assert tp.split("-")[2] == f"{spans[job_id].context.span_id:016x}"
+    assert orjson.loads(member)["traceparent"].split("-")[2] == f"{spans[later].context.span_id:016x}"
+    skipped = [s for s in mem.get_finished_spans() if s.attributes.get("backstage.deduplicated")]
+    assert len(skipped) == 1
