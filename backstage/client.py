@@ -307,52 +307,6 @@ class _Producer:
         now = now_ms()
         return self._pack(self._resolve(task, **options), payload, now, b"%d" % now)
 
-    def _prepare_traced(self, tracer: tracing.Tracer, jobs: list[tuple[str, Any, dict[str, Any]]]
-                        ) -> tuple[list[_Prepared], list[tuple[tracing.ProducerSpan, str]]]:
-        """Pack jobs with a producer span each, its ``traceparent`` in the entry
-        (tracing on). Spans of jobs that fail to pack end with the error."""
-        now = now_ms()
-        now_b = b"%d" % now
-        out: list[_Prepared] = []
-        spans: list[tuple[tracing.ProducerSpan, str]] = []
-        try:
-            for task, payload, options in jobs:
-                span = tracer.start_enqueue(task if isinstance(task, str) else repr(task))
-                try:
-                    o = self._resolve(task, **options)
-                    out.append(self._pack(o, payload, now, now_b, span.traceparent))
-                except BaseException as exc:
-                    span.end(None, None, exc)
-                    raise
-                spans.append((span, o.queue))
-        except BaseException as exc:
-            for span, queue in spans:
-                span.end(queue, None, exc)
-            raise
-        return out, spans
-
-    @staticmethod
-    def _traced_jobs(jobs: Iterable[Job | tuple[str, Any]], opts: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
-        """enqueue_many's items as (task, payload, options), for the traced path."""
-        out: list[tuple[str, Any, dict[str, Any]]] = []
-        for job in jobs:
-            if isinstance(job, Job):
-                out.append((job.task, job.payload, {
-                    "priority": job.priority, "queue": job.queue, "delay": job.delay, "at": job.at,
-                    "dedupe_key": job.dedupe_key, "dedupe_ttl": job.dedupe_ttl, "attempts": job.attempts,
-                    "backoff": job.backoff, "timeout": job.timeout, "result_ttl": job.result_ttl}))
-            elif isinstance(job, tuple) and len(job) == 2:
-                out.append((job[0], job[1], {**opts, "dedupe_key": None, "dedupe_ttl": None}))
-            else:
-                raise InvalidJobError(f"enqueue_many: expected Job(...) or (task, payload) items, got {job!r:.80}")
-        return out
-
-    @staticmethod
-    def _end_spans(spans: list[tuple[tracing.ProducerSpan, str]], batch: Sequence[_Prepared],
-                   ids: list[str | None] | None, error: BaseException | None) -> None:
-        for i, (span, queue) in enumerate(spans):
-            span.end(queue, ids[i] if ids is not None else batch[i].job_id, error)
-
     def _many(self, jobs: Iterable[Job | tuple[str, Any]], opts: dict[str, Any]) -> list[_Prepared]:
         """Check and pack every job before anything is sent."""
         now = now_ms()
@@ -539,13 +493,13 @@ class Client(_Producer):
         return self._execute((p,))[0]
 
     def _execute_traced(self, tracer: tracing.Tracer, jobs: list[tuple[str, Any, dict[str, Any]]]) -> list[str | None]:
-        prepared, spans = self._prepare_traced(tracer, jobs)
+        prepared, spans = tracing.prepare(self, tracer, jobs)
         try:
             ids = self._execute(prepared) if prepared else []
         except BaseException as exc:
-            self._end_spans(spans, prepared, None, exc)
+            tracing.end_spans(spans, prepared, None, exc)
             raise
-        self._end_spans(spans, prepared, ids, None)
+        tracing.end_spans(spans, prepared, ids, None)
         return ids
 
     def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
@@ -558,7 +512,7 @@ class Client(_Producer):
         """
         tracer = tracing.tracer
         if tracer is not None:
-            return self._execute_traced(tracer, self._traced_jobs(jobs, _many_opts(defaults)))
+            return self._execute_traced(tracer, tracing.job_list(jobs, _many_opts(defaults)))
         prepared = self._many(jobs, _many_opts(defaults))
         return self._execute(prepared) if prepared else []
 
@@ -719,20 +673,20 @@ class AsyncClient(_Producer):
 
     async def _execute_traced(self, tracer: tracing.Tracer,
                               jobs: list[tuple[str, Any, dict[str, Any]]]) -> list[str | None]:
-        prepared, spans = self._prepare_traced(tracer, jobs)
+        prepared, spans = tracing.prepare(self, tracer, jobs)
         try:
             ids = (await self._execute(prepared)) if prepared else []
         except BaseException as exc:
-            self._end_spans(spans, prepared, None, exc)
+            tracing.end_spans(spans, prepared, None, exc)
             raise
-        self._end_spans(spans, prepared, ids, None)
+        tracing.end_spans(spans, prepared, ids, None)
         return ids
 
     async def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
         """Enqueue many jobs, pipelined; see :meth:`Client.enqueue_many`."""
         tracer = tracing.tracer
         if tracer is not None:
-            return await self._execute_traced(tracer, self._traced_jobs(jobs, _many_opts(defaults)))
+            return await self._execute_traced(tracer, tracing.job_list(jobs, _many_opts(defaults)))
         prepared = self._many(jobs, _many_opts(defaults))
         return (await self._execute(prepared)) if prepared else []
 

@@ -147,3 +147,19 @@ def test_backstage_worker_fixture(app: Any, backstage_worker: Any) -> None:
     assert result.processed == {"order.receipt": 3}
     assert [app.client.result(i, timeout=5) for i in ids] == [f"receipt {i}: {i} items" for i in range(3)]
     assert worker.stop() == 0
+
+
+def test_redis_process_on_a_unix_socket(tmp_path: Any) -> None:
+    from backstage import Client
+    from backstage.testing import RedisProcess
+
+    server = RedisProcess(tmp_path / "r", unix=True).start()
+    try:
+        assert server.url.startswith("unix://")
+        with Client(server.url, prefix="u") as c:
+            c.enqueue("t", {"x": 1})
+        assert server.client().xlen("u:default") == 1
+        server.flush()
+        assert server.client().dbsize() == 0
+    finally:
+        server.stop()
