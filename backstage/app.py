@@ -85,8 +85,8 @@ class Task(Generic[T, R]):
         assert self.codec is not None
         return self.func(self.codec.build(value))
 
-    def __call__(self, payload: T) -> R:
-        return self.func(payload)
+    def __call__(self, payload: T, /, *args: Any, **kwargs: Any) -> R:
+        return self.func(payload, *args, **kwargs)  # extra arguments: a direct call of a handler that takes them
 
     def enqueue(
         self,
