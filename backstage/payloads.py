@@ -36,9 +36,11 @@ def _is_typeddict(tp: Any) -> bool:
 
 
 def _structured(tp: Any) -> bool:
-    """A type we validate and rebuild: dataclass, TypedDict, pydantic model (or Optional of one)."""
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        return any(_structured(a) for a in typing.get_args(tp) if a is not type(None))
+    """A type we validate and rebuild: dataclass, TypedDict, pydantic model, or a
+    list / dict / Optional holding one."""
+    if typing.get_origin(tp) in (Union, types.UnionType, list, dict, tuple, collections.abc.Sequence,
+                                 collections.abc.Mapping):
+        return any(_structured(a) for a in typing.get_args(tp) if a is not type(None))  # Optional[X], list[X]
     return (isinstance(tp, type) and dataclasses.is_dataclass(tp)) or _is_typeddict(tp) or _is_pydantic(tp)
 
 

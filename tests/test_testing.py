@@ -163,3 +163,26 @@ def test_redis_process_on_a_unix_socket(tmp_path: Any) -> None:
         assert server.client().dbsize() == 0
     finally:
         server.stop()
+
+
+def test_lists_and_optionals_of_typed_payloads() -> None:
+    from backstage import Backstage
+
+    app = Backstage()
+
+    @app.task("batch")
+    def batch(orders: list[Order]) -> int:
+        assert all(isinstance(o, Order) for o in orders)
+        return len(orders)
+
+    @app.task("maybe")
+    def maybe(order: Order | None) -> bool:
+        return isinstance(order, Order)
+
+    with pytest.raises(InvalidJobError, match=r"payload field '\[1\]\.customer': missing"):
+        batch.enqueue([Order(1, "a"), {"id": 2}])  # type: ignore[list-item]
+    with app.testing.inline() as run:
+        batch.enqueue([Order(1, "a"), Order(2, "b")])
+        maybe.enqueue(None)
+        maybe.enqueue(Order(3, "c"))
+    assert list(run.results.values()) == [2, False, True]
