@@ -12,8 +12,8 @@ try:  # Django 6: the framework is built in
     from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskContext, TaskResult, TaskResultStatus, task_backends
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import Task, TaskError
+    from django.tasks import signals as _signals
     from django.tasks.exceptions import TaskResultDoesNotExist
-    from django.tasks.signals import task_enqueued, task_finished, task_started
 
     BUILTIN = True
 except ImportError:  # the backport (pip install django-tasks)
@@ -21,10 +21,17 @@ except ImportError:  # the backport (pip install django-tasks)
         DEFAULT_TASK_QUEUE_NAME, TaskContext, TaskResult, TaskResultStatus, task_backends)
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import Task, TaskError
+    from django_tasks import signals as _signals
     from django_tasks.exceptions import TaskResultDoesNotExist
-    from django_tasks.signals import task_enqueued, task_finished, task_started
 
     BUILTIN = False
+
+# task_started is not in every version of the API: a dummy signal stands in for a missing one
+from django.dispatch import Signal  # noqa: E402
+
+task_enqueued: Any = getattr(_signals, "task_enqueued", None) or Signal()
+task_started: Any = getattr(_signals, "task_started", None) or Signal()
+task_finished: Any = getattr(_signals, "task_finished", None) or Signal()
 
 __all__ = ["BUILTIN", "BaseTaskBackend", "DEFAULT_TASK_QUEUE_NAME", "Task", "TaskContext", "TaskError",
            "TaskResult", "TaskResultDoesNotExist", "TaskResultStatus", "task_backends", "task_enqueued",
