@@ -186,3 +186,14 @@ def test_lists_and_optionals_of_typed_payloads() -> None:
         maybe.enqueue(None)
         maybe.enqueue(Order(3, "c"))
     assert list(run.results.values()) == [2, False, True]
+
+
+def test_inline_records_delays_without_waiting() -> None:
+    import datetime as dt
+
+    with shop.app.testing.inline() as run:
+        shop.send_receipt.enqueue({"order_id": 1, "total_qty": 1}, delay=30)
+        shop.send_receipt.enqueue({"order_id": 2, "total_qty": 1},
+                                  at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+    assert run.jobs[0].delay == 30 and 3500 < run.jobs[1].delay <= 3600
+    assert all(j.status == "done" for j in run.jobs)

@@ -14,8 +14,10 @@ Runs in tests only; imported lazily by ``app.testing``.
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import itertools
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -134,7 +136,7 @@ class InlineRun:
             if key in self._dedupe:
                 return None
             self._dedupe.add(key)
-        wait = delay if delay is not None else float(options.get("delay") or 0.0)
+        wait = delay if delay is not None else _wait(options)
         job = InlineJob(f"inline-{next(self._ids)}", task, value, queue, dict(options), wait, parent)
         job._raw = raw
         self.jobs.append(job)
@@ -277,6 +279,15 @@ def _job_args(job: Job | tuple[str, Any], defaults: dict[str, Any]) -> tuple[str
     if isinstance(job, tuple) and len(job) == 2:
         return job[0], job[1], {k: v for k, v in defaults.items() if v is not None}
     raise InvalidJobError(f"enqueue_many: expected Job(...) or (task, payload) items, got {job!r:.80}")
+
+
+def _wait(options: dict[str, Any]) -> float:
+    """Seconds a job enqueued with these options would wait before its first run."""
+    at = options.get("at")
+    if at is None:
+        return float(options.get("delay") or 0.0)
+    seconds = at.timestamp() if isinstance(at, _dt.datetime) else float(at)
+    return max(0.0, seconds - time.time())
 
 
 def _etype(exc: BaseException) -> str:
