@@ -74,29 +74,8 @@ def test_async_handlers_run(client, r, prefix, start_worker):
     wait_until(lambda: len(kinds(r, prefix, "aio")) == 20, 20)
 
 
-def _cpu_wall(client, r, prefix, start_worker, concurrency: int, n: int) -> tuple[float, float]:
-    """(wall time of the batch, CPU seconds its handlers used)."""
-    r.delete(f"{prefix}:ledger")
-    client.enqueue_many([("cpu", {"i": i, "loops": 800_000}) for i in range(n)])
-    w = start_worker("-c", str(concurrency))
-    wait_until(lambda: len(kinds(r, prefix, "cpu")) == n, 60)
-    done = kinds(r, prefix, "cpu")
-    assert w.stop() == 0
-    first_start = min(e["t"] - e["cpu_s"] for e in done)
-    return max(e["t"] for e in done) - first_start, sum(e["cpu_s"] for e in done)
-
-
-def test_cpu_bound_jobs_scale_with_children(client, r, prefix, start_worker):
-    if (psutil.cpu_count() or 1) < 2:
-        pytest.skip("needs two cores")
-    wall1, cpu1 = _cpu_wall(client, r, prefix, start_worker, 1, 24)
-    wall2, cpu2 = _cpu_wall(client, r, prefix, start_worker, 2, 24)
-    # A virtual CPU's speed can change between the two runs: compare wall times
-    # per CPU-second of work done, which that change cancels out of.
-    ratio = (wall2 / cpu2) / (wall1 / cpu1)
-    print(f"-c 2 / -c 1 wall-time ratio: {ratio:.2f} (raw {wall2:.2f}s / {wall1:.2f}s; "
-          f"handler CPU {cpu2:.2f}s / {cpu1:.2f}s)")
-    assert ratio < 0.8
+# CPU scaling (-c 2 against -c 1) is a speed figure, not a pass/fail test:
+# benchmarks/scaling.py reports it.
 
 
 def test_strict_priority_urgent_before_low(client, r, prefix, start_worker):
