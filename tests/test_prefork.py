@@ -272,3 +272,28 @@ def test_json_logs_carry_job_fields(client, r, prefix, start_worker):
     failed = [x for x in lines if x.get("event") == "job-failed"]
     assert failed[0]["job_id"] == job and failed[0]["task"] == "fail" and failed[0]["queue"] == "default"
     assert failed[-1]["level"] == "error" and "dead-lettered" in failed[-1]["msg"]
+
+
+def test_bad_fields_are_dead_lettered_and_the_master_goes_on(client, r, keys, prefix, start_worker):
+    """Entries that used to stop the master (a non-UTF-8 jobId), crash the
+    frame to a child (an attempt beyond 64 bits) or wedge every settle batch
+    (a resultTtl PEXPIRE refuses) are dead-lettered as malformed, naming the field."""
+    stream = keys.stream("default")
+    base = {"taskName": "record", "payload": "{}", "enqueuedAt": "1"}
+    r.xadd(stream, {**base, "jobId": b"\xff\xfe"})
+    r.xadd(stream, {**base, "attempt": str(2**70)})
+    r.xadd(stream, {**base, "jobId": "ttl", "resultTtl": "9223372036854775000"})
+    client.enqueue_many([("record", {"i": i}) for i in range(5)])
+    w = start_worker("-c", "1")
+    dlq = keys.dead_letter("default")
+    wait_until(lambda: r.xlen(dlq) == 3 and len(kinds(r, prefix, "record")) == 5, 20,
+               message=lambda: w.log()[-2000:])
+    dead = [f for _, f in r.xrange(dlq)]
+    assert {f[b"reason"] for f in dead} == {b"malformed"}
+    messages = b" | ".join(f[b"errorMessage"] for f in dead)
+    for name in (b"'jobId'", b"'attempt'", b"'resultTtl'"):
+        assert name in messages, messages
+    wait_until(lambda: settled(r, keys), 10)
+    assert w.proc.poll() is None
+    assert w.stop() == 0
+    assert "Traceback" not in w.log()

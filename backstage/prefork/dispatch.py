@@ -111,11 +111,10 @@ class Dispatcher:
         now = self.clock()
         max_tasks = self.cfg.max_tasks_per_child
         running = self.running
-        JobMeta = ipc.JobMeta
         for c in free:
             if not buffer:
                 break
-            meta: list[ipc.JobMeta] = []
+            meta: list[ipc.JobRow] = []
             payloads: list[bytes] = []
             was_idle = not c.inflight
             if was_idle:
@@ -132,7 +131,7 @@ class Dispatcher:
                     break
                 buffer.popleft()
                 p = d.payload
-                meta.append(JobMeta(d.seq, d.task, d.job_id, d.attempt, len(p), d.result_ttl is not None))
+                meta.append((d.seq, d.task, d.job_id, d.attempt, len(p), d.result_ttl is not None))
                 payloads.append(p)
                 c.inflight.append(d)
                 c.batchable = c.batchable and avg < fast_t

@@ -29,8 +29,6 @@ ATTEMPT_MAX = 2**31 - 1
 #: expiry overflows 64 bits; this bound keeps every TTL far inside what it accepts.
 MS_MAX = 10**15
 
-_COMMON = (b"taskName", b"payload", b"enqueuedAt", b"jobId")
-
 
 class TaskInfo(NamedTuple):
     """A handler's declared options, resolved once per task name."""
@@ -55,7 +53,7 @@ class Delivery:
                  "stats", "payload", "job_id", "workflow_id")
 
     def __init__(self, seq: int, si: int, entry_id: bytes, fields: dict[bytes, bytes], info: TaskInfo,
-                 payload: bytes, job_id: str | None, *, timeout: float | None, attempt: int,
+                 payload: bytes, job_id: str | None, timeout: float | None, attempt: int,
                  attempts: int | None, backoff: Backoff | None, result_ttl: int | None,
                  workflow_id: str | None) -> None:
         self.seq = seq
@@ -151,27 +149,40 @@ class Decoder:
             if bad is not None:
                 return bad
             info = self._known[raw_task]  # type: ignore[index]
-        payload = fields.get(b"payload", b"null")
-        if len(payload) > self.max_payload:
-            return self._reject(fields, info, "malformed", "PayloadTooLarge",
-                                f"payload of {len(payload)} bytes exceeds the {self.max_payload}-byte limit")
+        payload = fields.get(b"payload")
+        optional = len(fields) - 1  # fields beyond the common four: parsed only when present
+        if payload is None:
+            payload = b"null"
+        else:
+            optional -= 1
+            if len(payload) > self.max_payload:
+                return self._reject(fields, info, "malformed", "PayloadTooLarge",
+                                    f"payload of {len(payload)} bytes exceeds the {self.max_payload}-byte limit")
         jid = fields.get(b"jobId")
+        raw = fields.get(b"enqueuedAt")
+        timeout = info.timeout
+        attempt = deliveries
+        attempts = info.attempts
+        backoff = info.backoff
+        result_ttl = info.result_ttl
+        workflow_id = None
         try:
-            job_id = None if jid is None else _text(jid, "jobId")
-            raw = fields.get(b"enqueuedAt")
+            if jid is None:
+                job_id = None
+            else:
+                optional -= 1
+                try:
+                    job_id = jid.decode()
+                except UnicodeDecodeError:
+                    raise _Bad("field 'jobId' is not UTF-8 text") from None
             if raw is not None:
-                _int(raw, "enqueuedAt", 0, MS_MAX)
-            timeout = info.timeout
-            attempt = deliveries
-            attempts = info.attempts
-            backoff = info.backoff
-            result_ttl = info.result_ttl
-            workflow_id = None
-            common = 0
-            for name in _COMMON:
-                if name in fields:
-                    common += 1
-            if len(fields) > common:  # optional fields: parsed only when present
+                optional -= 1
+                try:
+                    if not 0 <= int(raw) <= MS_MAX:
+                        raise ValueError
+                except ValueError:
+                    _int(raw, "enqueuedAt", 0, MS_MAX)  # raises, naming the problem
+            if optional:
                 raw = fields.get(b"attempt")
                 if raw is not None:
                     # a reclaimed entry was already tried by a worker that died with it
@@ -197,8 +208,8 @@ class Decoder:
         except _Bad as exc:
             return self._reject(fields, info, "malformed", "MalformedEntry", str(exc))
         self.seq += 1
-        return Delivery(self.seq, si, entry_id, fields, info, payload, job_id, timeout=timeout, attempt=attempt,
-                        attempts=attempts, backoff=backoff, result_ttl=result_ttl, workflow_id=workflow_id)
+        return Delivery(self.seq, si, entry_id, fields, info, payload, job_id, timeout, attempt, attempts, backoff,
+                        result_ttl, workflow_id)
 
     def _learn(self, raw_task: bytes | None, fields: dict[bytes, bytes]) -> Rejected | None:
         """Resolve a task name not seen before (or a bad one: its rejection)."""

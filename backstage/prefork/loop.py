@@ -88,7 +88,7 @@ class Master:
                                redis_errors=self.health.errors, queue_stats=self._queue_stats,
                                children=self._children_counts)
         self.decoder = Decoder(app, config.default_timeout, config.max_payload_bytes, self.metrics.task)
-        self.outcomes = Outcomes(app, self.keys, self.queues, self._batch, self.metrics.task,
+        self.outcomes = Outcomes(app, self.keys, self.queues, self.exchange, self.metrics.task,
                                  consumer=config.consumer, max_deliveries=config.max_deliveries,
                                  dead_letter_maxlen=config.dead_letter_maxlen)
         self.recovery = Recovery(self.broker, config, self.health, self.queues, held=self.held_entries,
@@ -271,9 +271,6 @@ class Master:
 
     def _running(self, d: Delivery) -> None:
         self.outcomes.running(d)
-
-    def _batch(self) -> Any:
-        return self.exchange.batch
 
     def held_entries(self) -> Iterator[tuple[int, bytes]]:
         """(si, entry id) of everything pending for us: buffered, running, or waiting to be settled."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from ..client import new_job_id
 from ..protocol import wire
@@ -45,10 +45,16 @@ def worker_entry(app: "Backstage", task_name: str, payload_json: bytes | str, jo
     )
 
 
+class BatchHolder(Protocol):
+    """Where operations go: the exchange's current batch (it swaps batches as it sends them)."""
+
+    batch: "SettleBatch"
+
+
 class Outcomes:
     """Turns finished (or refused) deliveries into settle operations."""
 
-    def __init__(self, app: "Backstage", keys: Keys, queues: Sequence[str], batch: Callable[[], "SettleBatch"],
+    def __init__(self, app: "Backstage", keys: Keys, queues: Sequence[str], holder: BatchHolder,
                  stats_of: Callable[[str], "TaskStats"], *, consumer: str, max_deliveries: int,
                  dead_letter_maxlen: int) -> None:
         self.app = app
@@ -56,7 +62,7 @@ class Outcomes:
         self.queues = list(queues)
         self.streams = [keys.stream(q) for q in queues]
         self.dead_letters = [keys.dead_letter(q) for q in queues]
-        self.batch = batch  # the exchange's current batch (it swaps batches as it sends them)
+        self.holder = holder
         self.stats_of = stats_of
         self.consumer = consumer
         self.max_deliveries = max_deliveries
@@ -72,7 +78,7 @@ class Outcomes:
         if d.result_ttl is not None:
             self._status(d.si, d.id, d.job_id, d.result_ttl, b"done", b"value", value if value is not None else b"null")
         if step is None:
-            self.batch().ack(d.si, d.id)
+            self.holder.batch.ack(d.si, d.id)
         else:
             self.next_step(d, step)
 
@@ -92,9 +98,9 @@ class Outcomes:
             fields["workflowId"] = wf
         stream = self.keys.stream(q)
         if step.delay_ms and step.delay_ms > 0:
-            self.batch().schedule(d.si, d.id, now + int(step.delay_ms), wire.encode_scheduled(stream, q, fields))
+            self.holder.batch.schedule(d.si, d.id, now + int(step.delay_ms), wire.encode_scheduled(stream, q, fields))
         else:
-            self.batch().add_next(d.si, d.id, stream, fields)
+            self.holder.batch.add_next(d.si, d.id, stream, fields)
 
     def failed_run(self, d: Delivery, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None:
         """The execution failed (``kind``: see :func:`policy.decide`): retry it or dead-letter it."""
@@ -113,7 +119,7 @@ class Outcomes:
             if d.result_ttl is not None:
                 self._status(d.si, d.id, d.job_id, d.result_ttl, b"failed", b"errorType", etype,
                              b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % d.attempt)
-            self.batch().schedule(d.si, d.id, wire.now_ms() + round(decision.delay * 1000), member)
+            self.holder.batch.schedule(d.si, d.id, wire.now_ms() + round(decision.delay * 1000), member)
         else:
             log.error("job %s (%s) dead-lettered (%s) after attempt %d: %s: %s", d.id.decode(), d.task,
                       decision.reason, d.attempt, etype, emsg, extra=extra)
@@ -131,7 +137,7 @@ class Outcomes:
 
     def hand_back(self, d: Delivery) -> None:
         """Fetched but never run (stopping): return it to its stream for any worker."""
-        self.batch().hand_back(d.si, d.id, d.fields)
+        self.holder.batch.hand_back(d.si, d.id, d.fields)
 
     # -- helpers ------------------------------------------------------------------------------
     def _dead(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str, emsg: str,
@@ -144,9 +150,9 @@ class Outcomes:
             delivery_count=deliveries, consumer=self.consumer, error_type=etype,
             error_message=emsg, traceback=tb,
         )
-        self.batch().dead(si, entry_id, self.dead_letters[si], self.dlq_maxlen, dl)
+        self.holder.batch.dead(si, entry_id, self.dead_letters[si], self.dlq_maxlen, dl)
 
     def _status(self, si: int, entry_id: bytes, job_id: str | None, ttl_ms: int, status: bytes, *extra: Any) -> None:
         if job_id:
-            self.batch().status(si, entry_id, self.keys.result(job_id), ttl_ms,
+            self.holder.batch.status(si, entry_id, self.keys.result(job_id), ttl_ms,
                                 (b"status", status, b"updatedAt", b"%d" % wire.now_ms(), *extra))
