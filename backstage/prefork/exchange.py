@@ -107,12 +107,14 @@ class Exchange:
         return [i for i, q in enumerate(self.queues) if q not in self.paused]
 
     def deadline(self, now: float) -> float:
-        """When the loop must come back for the exchange (``now``: at once)."""
+        """When the loop must come back for the exchange (``now``: at once): a
+        reply's deadline, or the next round trip to start (held, or blocked
+        while Redis backs off: :meth:`RedisHealth.due`)."""
         d = self.in_flight[0].deadline if self.in_flight else math.inf
-        if not self.health.up(now):
-            return min(d, self.health.down_until)
         if self.broker.exchanging < self.MAX_IN_FLIGHT and (
                 self.batch.dirty or self.unsent or (not self.drained and self.fetching and self.room() > 0)):
+            if not self.health.up(now):
+                return min(d, self.health.down_until)
             hold = self.hold_until(now)
             if hold <= now:
                 return now  # a round trip to start right away

@@ -42,6 +42,15 @@ class RedisHealth:
         """May Redis work be tried at ``now``?"""
         return now >= self.down_until
 
+    def due(self, deadline: float) -> float:
+        """When work due at ``deadline`` that needs Redis may run: not before the back-off ends.
+
+        The loop sleeps until the nearest such time and runs the work only
+        once it is reached, so work skipped while Redis is down never leaves
+        a deadline in the past (which would make every select return at once).
+        """
+        return deadline if deadline >= self.down_until else self.down_until
+
     def failed(self, what: str, exc: Exception) -> None:
         """Redis failed during ``what``: back off, tell the listeners, log it."""
         self.errors[what] += 1

@@ -108,8 +108,9 @@ class Housekeeper:
             self.health.failed(what, exc)
 
     def deadline(self) -> float:
-        d = min(self.next_heartbeat, self.next_broadcast)
-        if self.cron:
+        """When :meth:`tick` has work (cron ticks do not count while the worker stops: they are skipped)."""
+        d = min(self.next_heartbeat, self.next_broadcast, self.next_group_sweep)
+        if self.cron and not self.worker.stopping:
             wait_ms = min(t for _, t in self.cron) - wire.now_ms()
             d = min(d, self.clock() + max(wait_ms, 0) / 1000)
         return d

@@ -219,9 +219,25 @@ class Master:
 
     def _next_deadline(self) -> float:
         now = self.clock()
-        d = min(self.next_promote, self.next_reclaim, self.next_renew, self.next_forget, self.next_memory,
-                self.next_title, self.stop_deadline, self.house.deadline(), now + 1.0)
+        due = self._due
+        d = min(due(self.next_promote, stopping=False), due(self.next_reclaim, stopping=False),
+                due(self.next_renew), due(self.next_forget), due(self.house.deadline()),
+                due(self.next_memory, redis=False), due(self.next_title, redis=False), self.stop_deadline, now + 1.0)
         return min(d, self.exchange.deadline(now), self.supervisor.deadline())
+
+    def _due(self, deadline: float, *, redis: bool = True, stopping: bool = True) -> float:
+        """When a timer's work may run: the one rule for work that is due but blocked.
+
+        Work the master skips while it stops (``stopping=False``) is never due
+        then; work that needs Redis (``redis``) is due no earlier than the end
+        of the Redis back-off. :meth:`_next_deadline` sleeps until the nearest
+        of these and :meth:`timers` runs a timer only once ``now`` reaches
+        the same value, so a skipped timer never leaves the selector a
+        deadline in the past (a busy loop).
+        """
+        if not stopping and self.stopping:
+            return math.inf
+        return self.health.due(deadline) if redis else deadline
 
     # -- what the parts report ------------------------------------------------------
     def accept(self, si: int, entry_id: bytes, flat: list[bytes], deliveries: int = 1) -> None:
@@ -373,26 +389,26 @@ class Master:
 
     # -- timers ------------------------------------------------------------------
     def timers(self, now: float) -> None:
-        up = self.health.up(now)
-        if now >= self.next_promote and not self.stopping and up:
+        due = self._due
+        if now >= due(self.next_promote, stopping=False):
             self.next_promote = now + self.cfg.promote_interval
             self.promote(now)
-        if now >= self.next_renew and up:
+        if now >= due(self.next_renew):
             self.next_renew = now + self.cfg.idle_timeout / 3
             self.recovery.renew()
-        if now >= self.next_reclaim and not self.stopping and up:
+        if now >= due(self.next_reclaim, stopping=False):
             self.next_reclaim = now + max(self.cfg.idle_timeout / 4, 0.05)
             if self.recovery.reclaim():
                 self.next_reclaim = self.clock()  # more may be waiting
-        if now >= self.next_forget and up:
+        if now >= due(self.next_forget):
             self.next_forget = now + self.cfg.idle_timeout
             self.recovery.forget_dead_consumers()
-        if now >= self.next_memory:
+        if now >= due(self.next_memory, redis=False):
             self.next_memory = now + self.cfg.memory_check_interval
             self.supervisor.check_memory()
             if self.metrics_server is not None:
                 self.metrics_server.sweep(now)
-        if self.health.up(now):
+        if now >= due(self.house.deadline()):
             try:
                 self.house.tick(now)
             except redis.RedisError as exc:
