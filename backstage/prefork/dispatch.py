@@ -1,10 +1,11 @@
-"""Dispatch: the buffer of fetched jobs and who runs them next.
+"""Dispatch: the buffer of fetched jobs, who runs them next, and taking
+them back when they finish.
 
 Owns the deliveries fetched but not yet handed to a child, the moving
 average job time that sizes fetches and frames, and the choice of child
-for each job. Children themselves (their pipes and queues) are the
-supervisor's: dispatch appends to a child's queue and asks the supervisor
-to flush its pipe.
+for each job. Children themselves (processes, pipes) are the supervisor's:
+dispatch appends to a child's queue, asks the supervisor to flush its
+pipe, and takes a finished job off the child's queue.
 
 Runs in the master, on its one thread.
 """
@@ -17,7 +18,7 @@ from typing import Callable, Deque, Iterable, Iterator
 from . import ipc
 from .config import WorkerConfig
 from .entries import Delivery
-from .supervisor import Supervisor
+from .supervisor import Child, Supervisor
 
 __all__ = ["Dispatcher"]
 
@@ -76,10 +77,23 @@ class Dispatcher:
         for c in self.sup.children:
             yield from c.inflight
 
-    def observe(self, d: Delivery, seconds: float) -> None:
-        """A job of ``d``'s task took ``seconds``."""
+    def finished(self, child: Child, seq: int, duration_ns: int) -> Delivery:
+        """``child`` finished its running job, number ``seq``, in ``duration_ns``:
+        take it off the child (whose next job starts now) and learn its time."""
+        inflight = child.inflight
+        if not inflight or inflight[0].seq != seq:
+            raise ValueError(f"outcome for job {seq} but child {child.index} runs "
+                             f"{inflight[0].seq if inflight else 'nothing'}")
+        d = inflight.popleft()
+        child.head_started = self.clock()
+        child.tasks_done += 1
+        limit = self.cfg.max_tasks_per_child
+        if limit is not None and child.tasks_done >= limit and child.retiring is None:
+            child.retiring = "max tasks"
+        seconds = duration_ns / 1e9
         self.ewma += 0.1 * (seconds - self.ewma)
         d.stats.observe(seconds)
+        return d
 
     # -- hand-over ---------------------------------------------------------------------------------
     def dispatch(self) -> None:

@@ -199,19 +199,6 @@ class Supervisor:
         child.ready = True
         child.head_started = self.clock()
 
-    def finished(self, child: Child, seq: int) -> Delivery:
-        """The child finished its running job (number ``seq``): take it off the child."""
-        if not child.inflight or child.inflight[0].seq != seq:
-            raise ValueError(f"outcome for job {seq} but child {child.index} runs "
-                             f"{child.inflight[0].seq if child.inflight else 'nothing'}")
-        d = child.inflight.popleft()
-        child.head_started = self.clock()
-        child.tasks_done += 1
-        limit = self.cfg.max_tasks_per_child
-        if limit is not None and child.tasks_done >= limit and child.retiring is None:
-            child.retiring = "max tasks"
-        return d
-
     def send(self, child: Child, frame: bytes) -> None:
         child.outbuf += frame
         self.flush(child)
