@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import selectors
 import signal
 import socket
