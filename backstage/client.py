@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
-from .ops import presence
+from .ops import control as control_, presence
 from .connections import redis_conn, resp
 from . import results, tracing
 from .protocol import scripts
@@ -34,7 +34,7 @@ from .protocol.wire import Backoff, encode_entry, encode_payload, encode_schedul
 __all__ = ["Client", "AsyncClient", "Job", "TaskDefaults", "Priority"]
 
 DEFAULT_DEDUPE_TTL = 3600.0
-BROADCAST_MAXLEN = 10_000
+BROADCAST_MAXLEN = control_.BROADCAST_MAXLEN
 
 
 class Priority:
@@ -329,9 +329,7 @@ class _Producer:
         return out
 
     def _broadcast_fields(self, task: str, payload: Any) -> dict[Any, Any]:
-        if not isinstance(task, str) or not task:
-            raise InvalidJobError(f"broadcast task name {task!r}: expected a non-empty string")
-        return {"taskName": task, "payload": encode_payload(task, payload), "enqueuedAt": str(now_ms())}
+        return control_.broadcast_fields(task, payload)
 
     def _noscript(self, batch: Sequence[_Prepared], replies: Sequence[Any]) -> list[int]:
         """Indexes of EVALSHA commands that met an empty script cache."""
@@ -571,23 +569,17 @@ class Client(_Producer):
         (``value``: children per master). Returns the answers that came
         within ``timeout`` seconds, one per master.
         """
-        if command not in presence.COMMANDS:
-            raise InvalidJobError(f"control command {command!r}: use one of {', '.join(presence.COMMANDS)}")
-        if command in ("pause", "resume"):
-            validate_queue(value)
-        if command == "concurrency" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InvalidJobError(f"control concurrency {value!r}: expected an integer >= 1")
+        control_.check_command(command, value)
         self._ready()
         request = new_job_id()
-        key = presence.reply_key(self.keys, request)
+        key = self.keys.worker_reply(request)
         with redis_conn.translate_errors(self.where):
             live = presence.live_consumers(self.redis, self.keys)
             expected = 1 if target is not None else len(live)
             if command in ("pause", "resume"):
                 presence.set_paused(self.redis, self.keys, [value], command == "pause")
-            self.broadcast(presence.CONTROL_TASK, {"cmd": command, "value": value, "target": target,
-                                                   "reply_to": key, "id": request})
-            return presence.collect_replies(self.redis, key, expected, timeout)
+            self.broadcast(control_.CONTROL_TASK, control_.request_payload(command, value, target, key, request))
+            return control_.collect_replies(self.redis, key, expected, timeout)
 
     def close(self) -> None:
         if self._pinned is not None and self._pinned_pid == os.getpid():

@@ -1,14 +1,14 @@
-"""Presence and remote control: who is alive, and what to tell them.
+"""Presence: who is alive, and which queues are paused.
 
 Owns the ``P:workers`` key family (ours):
 
 - ``P:workers`` sorted set: consumer → expiry (epoch ms) of its heartbeat;
 - ``P:workers:<consumer>`` its last heartbeat (JSON), with the same expiry;
-- ``P:workers:paused`` set of queue names no worker fetches from;
-- ``P:workers:reply:<id>`` list where workers answer a control command.
+- ``P:workers:paused`` set of queue names no worker fetches from.
 
-Written by masters (heartbeats, replies), read by clients and the CLI.
-Control commands travel as broadcasts of the task ``backstage.control``.
+Written by masters (heartbeats), read by clients and the CLI. Control
+commands and their replies (``P:workers:reply:<id>``) are
+:mod:`backstage.ops.control`'s.
 """
 
 from __future__ import annotations
@@ -21,29 +21,14 @@ import redis
 
 from ..protocol.keys import Keys
 
-__all__ = ["CONTROL_TASK", "COMMANDS", "RESERVED_CONSUMERS", "heartbeat", "live_consumers", "live_workers",
-           "remove", "paused_queues", "set_paused", "reply", "collect_replies", "reply_key"]
+__all__ = ["RESERVED_CONSUMERS", "heartbeat", "live_consumers", "live_workers", "remove", "paused_queues",
+           "set_paused"]
 
-CONTROL_TASK = "backstage.control"
-COMMANDS = ("ping", "shutdown", "pause", "resume", "concurrency")
 RESERVED_CONSUMERS = frozenset({"paused", "reply"})
-REPLY_TTL_MS = 60_000
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _workers(keys: Keys) -> str:
-    return f"{keys.prefix}:workers"
-
-
-def _paused(keys: Keys) -> str:
-    return f"{keys.prefix}:workers:paused"
-
-
-def reply_key(keys: Keys, request_id: str) -> str:
-    return f"{keys.prefix}:workers:reply:{request_id}"
 
 
 def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any], ttl_ms: int) -> set[str]:
@@ -51,9 +36,9 @@ def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any],
     now = int(time.time() * 1000)
     pipe = r.pipeline(transaction=False)
     pipe.set(keys.worker(consumer), orjson.dumps(info), px=ttl_ms)
-    pipe.zadd(_workers(keys), {consumer: now + ttl_ms})
-    pipe.zremrangebyscore(_workers(keys), "-inf", now)
-    pipe.smembers(_paused(keys))
+    pipe.zadd(keys.workers, {consumer: now + ttl_ms})
+    pipe.zremrangebyscore(keys.workers, "-inf", now)
+    pipe.smembers(keys.paused)
     return {_text(q) for q in pipe.execute()[3]}
 
 
@@ -61,13 +46,13 @@ def remove(r: "redis.Redis", keys: Keys, consumer: str) -> None:
     """Withdraw a master's presence (clean shutdown)."""
     pipe = r.pipeline(transaction=False)
     pipe.delete(keys.worker(consumer))
-    pipe.zrem(_workers(keys), consumer)
+    pipe.zrem(keys.workers, consumer)
     pipe.execute()
 
 
 def live_consumers(r: "redis.Redis", keys: Keys) -> list[str]:
     now = int(time.time() * 1000)
-    return [_text(c) for c in r.zrangebyscore(_workers(keys), now, "+inf")]
+    return [_text(c) for c in r.zrangebyscore(keys.workers, now, "+inf")]
 
 
 def live_workers(r: "redis.Redis", keys: Keys) -> list[dict[str, Any]]:
@@ -83,33 +68,10 @@ def live_workers(r: "redis.Redis", keys: Keys) -> list[dict[str, Any]]:
 
 
 def paused_queues(r: "redis.Redis", keys: Keys) -> set[str]:
-    return {_text(q) for q in r.smembers(_paused(keys))}
+    return {_text(q) for q in r.smembers(keys.paused)}
 
 
 def set_paused(r: "redis.Redis", keys: Keys, queues: Iterable[str], paused: bool) -> None:
     qs = list(queues)
     if qs:
-        (r.sadd if paused else r.srem)(_paused(keys), *qs)
-
-
-def reply(r: "redis.Redis", key: str, answer: dict[str, Any]) -> None:
-    pipe = r.pipeline(transaction=False)
-    pipe.rpush(key, orjson.dumps(answer))
-    pipe.pexpire(key, REPLY_TTL_MS)
-    pipe.execute()
-
-
-def collect_replies(r: "redis.Redis", key: str, expected: int, timeout: float) -> list[dict[str, Any]]:
-    """Wait up to ``timeout`` seconds for ``expected`` answers (fewer if some never come)."""
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < expected:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        got = r.blpop([key], timeout=max(left, 0.01))
-        if got is None:
-            break
-        out.append(orjson.loads(got[1]))
-    r.delete(key)
-    return out
+        (r.sadd if paused else r.srem)(keys.paused, *qs)

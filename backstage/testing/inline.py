@@ -184,7 +184,7 @@ class InlineRun:
                 job.attempts.append(attempt)
                 d = policy.decide(kind, attempt=number, attempts=attempts, max_deliveries=self.max_deliveries,
                                   backoff=backoff, retry_delay_ms=retry_ms)
-                if isinstance(d, policy.Retry):
+                if isinstance(d, policy.RetryLater):
                     attempt.retry_in = d.delay
                     continue
                 self._dead(job, d)

@@ -19,7 +19,7 @@ from backstage.contrib.django.compat import task_backends
 from backstage.errors import ConfigError
 from backstage.logs import setup_logging
 from backstage.prefork.cli import build_parser, config_from_args
-from backstage.prefork.master import EXIT_USAGE, Master
+from backstage.prefork.loop import EXIT_USAGE, Master
 from backstage.protocol.keys import PRIORITIES
 
 
