@@ -28,7 +28,7 @@ import pytest
 import redis
 
 from backstage import AsyncClient, BrokerError, Client, InvalidJobError
-from backstage.ops import acl, presence
+from backstage.ops import acl, control
 from backstage.protocol import scripts
 from backstage.protocol.keys import Keys
 
@@ -99,8 +99,8 @@ def test_only_an_admin_commands_workers_and_the_worker_obeys(users: Users, prefi
             p.control("concurrency", 3)
         assert "admin" in str(info.value)
         # ... and a control message smuggled in as a broadcast is ignored, not obeyed
-        p.broadcast(presence.CONTROL_TASK, {"cmd": "shutdown"})
-        p.broadcast(presence.CONTROL_TASK, {"cmd": "concurrency", "value": 1000})
+        p.broadcast(control.CONTROL_TASK, {"cmd": "shutdown"})
+        p.broadcast(control.CONTROL_TASK, {"cmd": "concurrency", "value": 1000})
         wait_until(lambda: w.log().count("ignored a control command sent as a broadcast") == 2, 10,
                    message=lambda: w.log()[-2000:])
         assert w.proc.poll() is None and len(w.children()) == 1
@@ -115,9 +115,9 @@ def test_only_an_admin_commands_workers_and_the_worker_obeys(users: Users, prefi
             with pytest.raises(InvalidJobError) as bad_info:
                 a.control("concurrency", bad)
             assert "1 to 1024" in str(bad_info.value)
-        reply = presence.reply_key(keys, "raw")
-        presence.send_control(a.redis, keys, {"cmd": "concurrency", "value": 100_000, "reply_to": reply})
-        answer = presence.collect_replies(a.redis, reply, 1, 5)
+        reply = keys.worker_reply("raw")
+        control.send(a.redis, keys, {"cmd": "concurrency", "value": 100_000, "reply_to": reply})
+        answer = control.collect_replies(a.redis, reply, 1, 5)
         assert answer and answer[0]["ok"] is False and "1 to 1024" in answer[0]["error"]
         assert len(w.children()) == 2
         # the operator's CLI runs as the admin user (the control stream is not a queue to inspect)

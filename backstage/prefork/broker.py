@@ -390,11 +390,11 @@ class MasterBroker:
     def fire_cron(self, name: str, tick_ms: int, ttl_ms: int, stream: str, fields: Mapping[Any, Any]) -> bool:
         """Enqueue one cron tick unless some master already did; True if this call fired it."""
         marker = self.keys.cron_marker(name, tick_ms)
-        last = f"{self.keys.prefix}:cron:{name}:last"
+        last = self.keys.cron_last(name)
         return bool(self._cron_fire(keys=[marker, last, stream], args=[ttl_ms, tick_ms, *flatten(fields)]))
 
     def last_cron_tick(self, name: str) -> int | None:
-        raw = self.redis.get(f"{self.keys.prefix}:cron:{name}:last")
+        raw = self.redis.get(self.keys.cron_last(name))
         return int(raw) if raw is not None else None
 
     def join_broadcast(self) -> None:
@@ -433,24 +433,11 @@ class MasterBroker:
         gone = []
         for g in groups:
             name = g["name"].decode()
-            if name.startswith("broadcast-") and name != self.broadcast_group and name[len("broadcast-"):] in dead:
+            owner = self.keys.broadcast_group_owner(name)
+            if owner is not None and name != self.broadcast_group and owner in dead:
                 self.redis.xgroup_destroy(self.keys.broadcast, name)
                 gone.append(name)
         return gone
-
-    def queue_sizes(self) -> list[tuple[str, int, int]]:
-        """(queue, stream length, pending count) of each subscribed stream."""
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in self.streams:
-            pipe.xlen(stream)
-            pipe.xpending(stream, self.group)
-        replies = pipe.execute(raise_on_error=False)
-        out = []
-        for i, stream in enumerate(self.streams):
-            length, pend = replies[2 * i], replies[2 * i + 1]
-            out.append((self.keys.queue_of(stream), length if isinstance(length, int) else 0,
-                        int(pend["pending"]) if isinstance(pend, dict) else 0))
-        return out
 
     def fds(self) -> list[int]:
         """Socket fds a forked child must close (it never talks to Redis this way)."""

@@ -1,70 +1,49 @@
-"""Recovery duties of the master: renew what it holds, reclaim what dead
-workers held, forget dead consumers.
+"""Recovery: renew what this master holds, reclaim what dead workers held,
+forget dead consumers.
 
-Methods of :class:`Master` (run from its loop on timers, bounded per call).
+Run from the master's loop on timers, bounded per call. Talks to Redis
+through the broker; what it needs from the rest of the master comes as
+plain callables (what we hold, how much room there is, which streams are
+active, where reclaimed entries go), never the master itself.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterable, Sequence
 
 import redis
 
 from ..protocol import wire
+from .broker import MasterBroker
+from .config import WorkerConfig
+from .health import RedisHealth
 
-if TYPE_CHECKING:
-    from typing import Any, Callable, Deque
-
-    from .broker import MasterBroker, SettleBatch
-    from .config import WorkerConfig
-    from .supervisor import Child, Job
-
-__all__ = ["RecoveryMixin", "HOPS_FIELD"]
-
-#: (ours) how many times masters without a handler put an entry back on its stream
-HOPS_FIELD = b"unknownTaskHops"
+__all__ = ["Recovery"]
 
 log = logging.getLogger("backstage.prefork")
 
 
-class RecoveryMixin:
-    """XCLAIM renewal, XAUTOCLAIM reclaiming and dead-consumer clean-up."""
+class Recovery:
+    """XCLAIM renewal, reclaiming (XPENDING IDLE + XCLAIM) and dead-consumer clean-up."""
 
-    if TYPE_CHECKING:  # state and steps of Master that these methods use
-        cfg: WorkerConfig
-        broker: MasterBroker
-        children: list[Child]
-        buffer: Deque[Job]
-        queues: list[str]
-        batch: SettleBatch
-        sending: Deque[tuple[Any, int, list[int], float]]
-        unsent: list[Any]
-        reclaim_cursors: list[bytes]
-        next_reclaim: float
-        concurrency: int
-        clock: Callable[[], float]
-
-        def _redis_error(self, what: str, exc: Exception) -> None: ...
-
-        def _room(self) -> int: ...
-
-        def active_streams(self) -> list[int]: ...
-
-        def accept(self, si: int, entry_id: bytes, flat: list[bytes], deliveries: int = 1) -> None: ...
-
-        def dead_letter(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str,
-                        emsg: str, deliveries: int, tb: str = "", *, log_it: bool = True) -> None: ...
-
-    def held_entries(self) -> Iterator[tuple[int, bytes]]:
-        """(si, entry id) of everything pending for us: buffered, running, or waiting to be settled."""
-        for job in self.buffer:
-            yield job.si, job.id
-        for c in self.children:
-            for job in c.inflight:
-                yield job.si, job.id
-        for batch in [self.batch, *self.unsent, *(b for b, _, _, _ in self.sending if b is not None)]:
-            yield from batch.entries()
+    def __init__(self, broker: MasterBroker, cfg: WorkerConfig, health: RedisHealth, queues: Sequence[str], *,
+                 held: Callable[[], Iterable[tuple[int, bytes]]], room: Callable[[], int],
+                 active: Callable[[], list[int]], accept: Callable[[int, bytes, list[bytes], int], None],
+                 children: Callable[[], int], buffered: Callable[[], int],
+                 to_front: Callable[[int], None]) -> None:
+        self.broker = broker
+        self.cfg = cfg
+        self.health = health
+        self.nqueues = len(queues)
+        self.held = held  # (si, entry id) of everything pending for us
+        self.room = room
+        self.active = active
+        self.accept = accept
+        self.children = children  # how many children the master runs
+        self.buffered = buffered  # how many deliveries wait in the buffer
+        self.to_front = to_front  # move the last n buffered to the head of the buffer
+        self.cursors = [b"0-0"] * len(queues)  # PEL scan cursor per subscribed stream
 
     def renew(self) -> None:
         """Keep our in-flight and buffered entries fresh so no reclaimer takes them.
@@ -74,23 +53,26 @@ class RecoveryMixin:
         pending for nobody, which renew.lua skips quietly: only entries now
         pending for another consumer were reclaimed from us.
         """
-        ids: list[list[bytes]] = [[] for _ in self.queues]
-        for si, entry_id in self.held_entries():
+        ids: list[list[bytes]] = [[] for _ in range(self.nqueues)]
+        for si, entry_id in self.held():
             ids[si].append(entry_id)
         if not any(ids):
             return
         try:
             lost = self.broker.renew(ids)
         except redis.RedisError as exc:
-            self._redis_error("renew", exc)
+            self.health.failed("renew", exc)
             return
         if lost:
             log.warning("%d in-flight entries are no longer pending for us (reclaimed by another "
                         "worker); their outcomes will not be applied twice", lost, extra={"event": "renew"})
 
-    def reclaim(self) -> None:
-        """Take over entries of dead workers (idle past idle_timeout), ahead of the buffer.
+    def reclaim(self) -> bool:
+        """Take over entries of dead workers, ahead of the buffer; True if more may be waiting
+        and there is room for them.
 
+        Entries of our masters are taken once idle past --idle-timeout, those of
+        other consumers (Go/TS workers, which never renew) past --foreign-idle-timeout.
         It runs even when the buffer is full: a dead master's jobs must not
         wait for a backlog that may never drain. With no room it takes at
         most one job per child per call (the bound on what it adds to what
@@ -98,19 +80,19 @@ class RecoveryMixin:
         so recovered jobs run within about idle_timeout + one reclaim
         interval however deep the backlog.
         """
-        room = self._room()
-        count = min(max(room, self.concurrency), 100)
-        active = self.active_streams()
+        room = self.room()
+        count = min(max(room, self.children()), 100)
+        active = self.active()
         if not active:
-            return
+            return False
         try:
             entries, dead, cleaned = self.broker.reclaim(
-                self.reclaim_cursors, active, round(self.cfg.idle_timeout * 1000), count,
+                self.cursors, active, round(self.cfg.idle_timeout * 1000), count,
                 self.cfg.max_deliveries, self.cfg.dead_letter_maxlen, wire.now_ms(),
                 round(self.cfg.foreign_idle * 1000))
         except redis.RedisError as exc:
-            self._redis_error("reclaim", exc)
-            return
+            self.health.failed("reclaim", exc)
+            return False
         taken = len(entries) // 4
         if taken:
             log.info("reclaimed %d entries idle for over %gs from dead workers", taken, self.cfg.idle_timeout,
@@ -121,46 +103,20 @@ class RecoveryMixin:
         if cleaned:
             log.info("cleaned %d pending entries whose stream entry was deleted", cleaned,
                      extra={"event": "reclaim"})
-        held = {entry_id for _, entry_id in self.held_entries()}
-        before = len(self.buffer)
+        held = {entry_id for _, entry_id in self.held()}
+        before = self.buffered()
         for i in range(0, len(entries), 4):
             if entries[i + 1] in held:
                 continue  # our own, still running (its renewal was late, e.g. after a Redis restart)
             self.accept(entries[i], entries[i + 1], entries[i + 2], int(entries[i + 3]))
-        # recovered jobs jump the queue (accept appends): they have waited longest
-        recovered = [self.buffer.pop() for _ in range(len(self.buffer) - before)]
-        self.buffer.extendleft(recovered)
-        if taken >= count and room > count:
-            self.next_reclaim = self.clock()  # more may be waiting, and there is room for them
-
-    def unknown_task(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], task_name: str) -> None:
-        """An entry for a task this app has no handler for (a Go or TypeScript worker's, in a
-        mixed fleet): dead-letter it, or with ``--unknown-task requeue`` put it back on its
-        stream with its hop count (``unknownTaskHops``) one higher, until it has hopped
-        ``--unknown-task-hops`` times."""
-        raw = fields.get(HOPS_FIELD, b"0")
-        try:
-            hops = int(raw)
-        except ValueError:
-            hops = self.cfg.unknown_task_hops  # not a count we wrote: do not bounce it around
-        if self.cfg.unknown_task == "requeue" and 0 <= hops < self.cfg.unknown_task_hops:
-            again = dict(fields)
-            again[HOPS_FIELD] = b"%d" % (hops + 1)
-            self.batch.hand_back(si, entry_id, again)
-            log.debug("entry %s of %s: no handler for task %r here; requeued (hop %d of %d)", entry_id.decode(),
-                      self.queues[si], task_name, hops + 1, self.cfg.unknown_task_hops,
-                      extra={"event": "requeue", "task": task_name})
-            return
-        why = f"no handler for task {task_name!r} in this app"
-        if self.cfg.unknown_task == "requeue":
-            why += f" (requeued {hops} times: no worker with a handler took it)"
-        self.dead_letter(si, entry_id, fields, "unknown-task", "TaskNotFound", why, 1)
+        self.to_front(self.buffered() - before)  # recovered jobs have waited longest: they go first
+        return taken >= count and room > count
 
     def forget_dead_consumers(self) -> None:
         try:
             gone = self.broker.forget_dead_consumers(round(self.cfg.idle_timeout * 2000))
         except redis.RedisError as exc:
-            self._redis_error("consumer clean-up", exc)
+            self.health.failed("consumer clean-up", exc)
             return
         if gone:
             log.info("removed %d dead consumers from group %s: %s", len(gone), self.cfg.group,

@@ -1,0 +1,178 @@
+"""Broadcast and remote control: every command, on both ends, in one module.
+
+Senders (``Client.broadcast``/``Client.control``, the ``backstage control``
+CLI) build messages here; the master parses and carries out control
+commands here (:func:`execute`, through the narrow :class:`Controllable`
+it implements) and answers through :func:`reply`.
+
+Control commands travel on their own stream ``P:control`` (ours), which
+only admin users may write (``backstage acl admin``: the operator CLI, the
+dashboard): the producer and worker ACL rule sets cannot, so a leaked
+producer password cannot stop workers or change their concurrency. Every
+master reads it with a plain ``XREAD`` from the id it last saw. A control
+message that arrives as a broadcast of :data:`CONTROL_TASK` (as older
+versions sent them; anyone who may enqueue may broadcast) is ignored.
+Answers go to ``P:workers:reply:<request id>`` (lists, expiring after
+:data:`REPLY_TTL_MS`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import redis
+
+from ..errors import InvalidJobError
+from ..protocol.keys import Keys, validate_queue
+from ..protocol.wire import encode_payload, now_ms
+
+__all__ = ["CONTROL_TASK", "COMMANDS", "BROADCAST_MAXLEN", "REPLY_TTL_MS", "MAX_CONCURRENCY", "ControlRequest",
+           "Controllable", "broadcast_fields", "check_command", "check_concurrency", "request_payload", "send",
+           "tail", "read", "parse_request", "execute", "reply", "collect_replies"]
+
+CONTROL_TASK = "backstage.control"  # the broadcast task older versions sent control as: now ignored
+COMMANDS = ("ping", "shutdown", "pause", "resume", "concurrency")
+BROADCAST_MAXLEN = 10_000  # approximate cap of P:broadcast
+CONTROL_MAXLEN = 1000  # approximate cap of P:control
+REPLY_TTL_MS = 60_000
+#: Bounds of a remote ``concurrency`` command (children per master).
+MAX_CONCURRENCY = 1024
+
+
+# -- sending -------------------------------------------------------------------------
+def broadcast_fields(task: str, payload: Any) -> dict[str, Any]:
+    """Fields of one broadcast entry (WIRE.md › Broadcast entry)."""
+    if not isinstance(task, str) or not task:
+        raise InvalidJobError(f"broadcast task name {task!r}: expected a non-empty string")
+    return {"taskName": task, "payload": encode_payload(task, payload), "enqueuedAt": str(now_ms())}
+
+
+def check_command(command: str, value: Any) -> None:
+    """Raise InvalidJobError unless ``command`` with ``value`` is a control command masters carry out."""
+    if command not in COMMANDS:
+        raise InvalidJobError(f"control command {command!r}: use one of {', '.join(COMMANDS)}")
+    if command in ("pause", "resume"):
+        validate_queue(value)
+    if command == "concurrency" and check_concurrency(value) is not None:
+        raise InvalidJobError(f"control {check_concurrency(value)}")
+
+
+def check_concurrency(value: object) -> str | None:
+    """None if ``value`` is a valid remote concurrency, else what is wrong with it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENCY:
+        return f"concurrency={value!r}: expected an integer from 1 to {MAX_CONCURRENCY}"
+    return None
+
+
+def request_payload(command: str, value: Any, target: str | None, reply_to: str, request_id: str) -> dict[str, Any]:
+    """The payload of a control message."""
+    return {"cmd": command, "value": value, "target": target, "reply_to": reply_to, "id": request_id}
+
+
+def send(r: "redis.Redis", keys: Keys, payload: dict[str, Any]) -> None:
+    """Append one control message to ``P:control`` (admin users only)."""
+    r.xadd(keys.control, {"payload": orjson.dumps(payload)}, maxlen=CONTROL_MAXLEN, approximate=True)
+
+
+def tail(r: "redis.Redis", keys: Keys) -> bytes:
+    """The id a new reader starts after: only messages sent from now on count."""
+    try:
+        info: Any = r.xinfo_stream(keys.control)
+    except redis.ResponseError:  # no stream yet: everything that comes is new
+        return b"0-0"
+    last = info.get("last-generated-id") or info.get(b"last-generated-id") or b"0-0"
+    return last if isinstance(last, bytes) else str(last).encode()
+
+
+def read(r: "redis.Redis", keys: Keys, after: bytes, count: int = 100) -> list[tuple[bytes, bytes]]:
+    """Control messages after id ``after``: (id, payload) pairs, oldest first."""
+    res: Any = r.xread({keys.control: after}, count=count)
+    out: list[tuple[bytes, bytes]] = []
+    for _stream, entries in res or []:
+        for mid, fields in entries:
+            out.append((mid, fields.get(b"payload", b"") if isinstance(fields, dict) else b""))
+    return out
+
+
+# -- receiving (the master) ------------------------------------------------------------
+@dataclass(frozen=True)
+class ControlRequest:
+    """A parsed control message."""
+
+    cmd: Any
+    value: Any
+    target: Any
+    reply_to: Any
+
+
+def parse_request(raw: bytes) -> ControlRequest | None:
+    """Decode a control payload; None when it is not a control message."""
+    try:
+        msg = orjson.loads(raw)
+        cmd = msg["cmd"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(msg, dict):
+        return None
+    return ControlRequest(cmd, msg.get("value"), msg.get("target"), msg.get("reply_to"))
+
+
+class Controllable(Protocol):
+    """What a master lets remote control do (and nothing more)."""
+
+    def presence_info(self) -> dict[str, Any]: ...
+
+    def request_stop(self) -> None: ...
+
+    def reload_paused(self) -> list[str]: ...
+
+    def set_concurrency(self, n: int) -> int: ...
+
+
+def execute(req: ControlRequest, worker: Controllable, consumer: str) -> dict[str, Any]:
+    """Carry out one request addressed to ``consumer``; returns the answer."""
+    cmd, value = req.cmd, req.value
+    answer: dict[str, Any] = {"consumer": consumer, "cmd": cmd, "ok": True}
+    if cmd == "ping":
+        answer.update(worker.presence_info())
+    elif cmd == "shutdown":
+        worker.request_stop()
+    elif cmd in ("pause", "resume"):
+        answer["paused"] = worker.reload_paused()
+    elif cmd == "concurrency" and check_concurrency(value) is not None:
+        answer.update(ok=False, error=check_concurrency(value))
+    elif cmd == "concurrency" and isinstance(value, int):
+        answer["concurrency"] = worker.set_concurrency(value)
+    else:
+        answer.update(ok=False, error=f"unknown control command {cmd!r} / value {value!r}")
+    return answer
+
+
+def reply(r: "redis.Redis", keys: Keys, key: Any, answer: dict[str, Any]) -> bool:
+    """Answer a request at ``key`` if it is a reply key of this prefix; False otherwise."""
+    if not isinstance(key, str) or not keys.is_worker_reply(key):
+        return False
+    pipe = r.pipeline(transaction=False)
+    pipe.rpush(key, orjson.dumps(answer))
+    pipe.pexpire(key, REPLY_TTL_MS)
+    pipe.execute()
+    return True
+
+
+def collect_replies(r: "redis.Redis", key: str, expected: int, timeout: float) -> list[dict[str, Any]]:
+    """Wait up to ``timeout`` seconds for ``expected`` answers (fewer if some never come)."""
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expected:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        got = r.blpop([key], timeout=max(left, 0.01))
+        if got is None:
+            break
+        out.append(orjson.loads(got[1]))
+    r.delete(key)
+    return out
