@@ -14,6 +14,13 @@
 --   's', <stream idx>, <id>, <result idx>, <ttl ms>, <n>, f1 .. fn
 --                                                   HSET the job's status hash (no ack; comes
 --                                                   before the operation that acks the entry)
+--   'h', <stream idx>, <id>, <history idx>, <maxlen>, <n>, f1 .. fn
+--                                                   XADD a job-history record (no ack; like 's', only
+--                                                   while the entry is ours, before the op that acks it)
+--   'k', <stream idx>, <history idx>, <maxlen>, <queue>, <n>, then n groups of
+--        <id> <jobId> <taskName> <attempt> <durationMs> <finishedAt>
+--                                                   ack (plain success) and, for each entry this
+--                                                   XACK acknowledged, XADD its history record
 -- Returns: the number of side-effect operations skipped because the entry
 -- was no longer pending for this consumer (another worker reclaimed it: that
 -- worker now owns the job's outcome, so writing ours would duplicate work).
@@ -49,6 +56,23 @@ while i <= n do
       if delete then redis.call('XDEL', stream, unpack(ARGV, s, e)) end
     end
     i = last + 1
+  elseif op == 'k' then
+    -- a record exists exactly for the entries this call acked: XACK answers 0
+    -- for an entry already acked (by us earlier, or by a worker that took it over)
+    local hist, maxlen, queue = KEYS[tonumber(ARGV[i + 2])], ARGV[i + 3], ARGV[i + 4]
+    local count = tonumber(ARGV[i + 5])
+    local j = i + 6
+    for _ = 1, count do
+      local id = ARGV[j]
+      if redis.pcall('XACK', stream, group, id) == 1 then
+        if delete then redis.call('XDEL', stream, id) end
+        redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*', 'entryId', id, 'jobId', ARGV[j + 1],
+          'taskName', ARGV[j + 2], 'queue', queue, 'outcome', 'ok', 'attempt', ARGV[j + 3],
+          'durationMs', ARGV[j + 4], 'finishedAt', ARGV[j + 5])
+      end
+      j = j + 6
+    end
+    i = j
   else
     local id = ARGV[i + 2]
     local mine = owned(stream, id)
@@ -73,12 +97,16 @@ while i <= n do
         redis.call('XADD', KEYS[tonumber(ARGV[i + 3])], 'MAXLEN', '~', ARGV[i + 4], '*', unpack(ARGV, i + 6, i + 5 + nf))
       end
       i = i + 6 + nf
-    elseif op == 's' then
+    elseif op == 's' or op == 'h' then
       local nf = tonumber(ARGV[i + 5])
       if mine then
         local key = KEYS[tonumber(ARGV[i + 3])]
-        redis.call('HSET', key, unpack(ARGV, i + 6, i + 5 + nf))
-        redis.call('PEXPIRE', key, ARGV[i + 4])
+        if op == 's' then
+          redis.call('HSET', key, unpack(ARGV, i + 6, i + 5 + nf))
+          redis.call('PEXPIRE', key, ARGV[i + 4])
+        else
+          redis.call('XADD', key, 'MAXLEN', '~', ARGV[i + 4], '*', unpack(ARGV, i + 6, i + 5 + nf))
+        end
       else
         skipped = skipped - 1  -- counted once, with the operation that acks
       end

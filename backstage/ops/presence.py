@@ -5,7 +5,9 @@ Owns the ``P:workers`` key family (ours):
 - ``P:workers`` sorted set: consumer → expiry (epoch ms) of its heartbeat;
 - ``P:workers:<consumer>`` its last heartbeat (JSON), with the same expiry;
 - ``P:workers:paused`` set of queue names no worker fetches from;
-- ``P:workers:reply:<id>`` list where workers answer a control command.
+- ``P:workers:reply:<id>`` list where workers answer a control command;
+- ``P:workers:minute:<epoch minute>`` hash: jobs ``processed`` and ``failed``
+  by all workers in that minute (each heartbeat adds its deltas; kept 2 h).
 
 Written by masters (heartbeats, replies), read by clients and the CLI.
 Control commands travel as broadcasts of the task ``backstage.control``.
@@ -22,12 +24,13 @@ import redis
 from ..protocol.keys import Keys
 
 __all__ = ["CONTROL_TASK", "COMMANDS", "RESERVED_CONSUMERS", "heartbeat", "live_consumers", "live_workers",
-           "remove", "paused_queues", "set_paused", "reply", "collect_replies", "reply_key"]
+           "remove", "paused_queues", "set_paused", "reply", "collect_replies", "reply_key", "per_minute"]
 
 CONTROL_TASK = "backstage.control"
 COMMANDS = ("ping", "shutdown", "pause", "resume", "concurrency")
 RESERVED_CONSUMERS = frozenset({"paused", "reply"})
 REPLY_TTL_MS = 60_000
+MINUTE_TTL_S = 7200
 
 
 def _text(value: Any) -> str:
@@ -46,15 +49,23 @@ def reply_key(keys: Keys, request_id: str) -> str:
     return f"{keys.prefix}:workers:reply:{request_id}"
 
 
-def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any], ttl_ms: int) -> set[str]:
-    """Publish one master's presence; returns the paused queues (one round trip)."""
+def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any], ttl_ms: int,
+              counts: tuple[int, int] = (0, 0)) -> set[str]:
+    """Publish one master's presence, and add ``counts`` (jobs processed,
+    failed since the last heartbeat) to this minute's totals; returns the
+    paused queues (one round trip)."""
     now = int(time.time() * 1000)
     pipe = r.pipeline(transaction=False)
+    if counts[0] or counts[1]:
+        minute = keys.worker_minute(now // 60_000)
+        pipe.hincrby(minute, "processed", counts[0])
+        pipe.hincrby(minute, "failed", counts[1])
+        pipe.expire(minute, MINUTE_TTL_S)
     pipe.set(keys.worker(consumer), orjson.dumps(info), px=ttl_ms)
     pipe.zadd(_workers(keys), {consumer: now + ttl_ms})
     pipe.zremrangebyscore(_workers(keys), "-inf", now)
     pipe.smembers(_paused(keys))
-    return {_text(q) for q in pipe.execute()[3]}
+    return {_text(q) for q in pipe.execute()[-1]}
 
 
 def remove(r: "redis.Redis", keys: Keys, consumer: str) -> None:
@@ -80,6 +91,16 @@ def live_workers(r: "redis.Redis", keys: Keys) -> list[dict[str, Any]]:
         if raw is not None:
             out.append(orjson.loads(raw))
     return sorted(out, key=lambda w: w.get("consumer", ""))
+
+
+def per_minute(r: "redis.Redis", keys: Keys, minutes: int, now_ms: int | None = None) -> list[tuple[int, int, int]]:
+    """(epoch minute, processed, failed) of the last ``minutes`` minutes, oldest first."""
+    last = (now_ms if now_ms is not None else int(time.time() * 1000)) // 60_000
+    span = range(last - minutes + 1, last + 1)
+    pipe = r.pipeline(transaction=False)
+    for m in span:
+        pipe.hmget(keys.worker_minute(m), "processed", "failed")
+    return [(m, int(p or 0), int(f or 0)) for m, (p, f) in zip(span, pipe.execute())]
 
 
 def paused_queues(r: "redis.Redis", keys: Keys) -> set[str]:

@@ -60,6 +60,8 @@ class WorkerConfig:
     broadcast_interval: float = 0.2
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
+    #: keep a capped stream of the last N finished jobs (``P:history``); 0: off, nothing written
+    history: int = 0
 
     def __post_init__(self) -> None:
         _positive("concurrency", self.concurrency, integer=True)
@@ -87,6 +89,7 @@ class WorkerConfig:
         _positive("idle_timeout", self.idle_timeout)
         _positive("max_deliveries", self.max_deliveries, integer=True)
         _positive("dead_letter_maxlen", self.dead_letter_maxlen, integer=True)
+        _positive("history", self.history, integer=True, zero=True)
         _positive("max_payload_bytes", self.max_payload_bytes, integer=True)
         _positive("block_timeout", self.block_timeout)
         _positive("promote_interval", self.promote_interval)

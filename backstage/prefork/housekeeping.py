@@ -39,6 +39,7 @@ class Housekeeper:
         self.cfg = master.cfg
         self.interval = self.cfg.heartbeat_interval
         self.next_heartbeat = 0.0
+        self.reported = (0, 0)  # processed, failed as of the last heartbeat
         self.next_broadcast = 0.0
         self.next_group_sweep = 0.0
         self.cron: list[tuple["CronEntry", int]] = []  # (entry, next tick in epoch ms)
@@ -108,12 +109,17 @@ class Housekeeper:
             "children": len(m.children), "busy": sum(1 for c in m.children if c.inflight),
             "processed": m.processed, "failed": m.failed, "rss": rss, "started_at": m.started,
             "version": __version__, "stopping": m.stopping,
+            "cron": [{"name": e.name, "expr": e.expr, "task": e.task, "tz": e.tz, "queue": e.queue}
+                     for e in m.app.cron_entries],
         }
 
     def heartbeat(self) -> None:
         self.next_heartbeat = self.m.clock() + self.interval
         ttl_ms = math.ceil(self.interval * 3000)
-        paused = presence.heartbeat(self.m.broker.redis, self.m.keys, self.cfg.consumer, self.info(), ttl_ms)
+        m = self.m
+        counts = (m.processed - self.reported[0], m.failed - self.reported[1])
+        paused = presence.heartbeat(m.broker.redis, m.keys, self.cfg.consumer, self.info(), ttl_ms, counts)
+        self.reported = (m.processed, m.failed)  # after the call: a failed heartbeat reports them next time
         self.m.set_paused(paused)
 
     # -- broadcast and remote control ---------------------------------------------------

@@ -56,7 +56,7 @@ class Master(ChildrenMixin, RecoveryMixin):
         self.queues = list(config.queues)
         self.broker = MasterBroker(config.redis_url, self.keys, config.group, config.consumer,
                                    config.queues, delete_on_ack=config.delete_on_ack,
-                                   socket_timeout=config.redis_timeout)
+                                   socket_timeout=config.redis_timeout, history=config.history)
         self.stream_keys = self.broker.streams
         self.concurrency = config.concurrency
         self.children: list[Child] = []
@@ -289,6 +289,7 @@ class Master(ChildrenMixin, RecoveryMixin):
             child.head_started = self.clock()
             child.tasks_done += 1
             seconds = msg[2] / 1e9
+            job.ran_ns = msg[2]
             self.ewma += 0.1 * (seconds - self.ewma)
             job.stats.observe(seconds)
             if tag == "ok":
@@ -298,7 +299,11 @@ class Master(ChildrenMixin, RecoveryMixin):
                     self._status(job.si, job.id, job.fields, job.result_ttl, b"done",
                                  b"value", msg[4] if msg[4] is not None else b"null")
                 if msg[3] is None:
-                    self.batch.ack(job.si, job.id)
+                    if self.cfg.history:
+                        self.batch.ack_recorded(job.si, job.id, job.fields.get(b"jobId", b""), job.task,
+                                                job.attempt, job.ran_ns // 1_000_000, wire.now_ms())
+                    else:
+                        self.batch.ack(job.si, job.id)
                 else:
                     self.on_next(job, msg[3])
             else:
@@ -603,6 +608,8 @@ class Master(ChildrenMixin, RecoveryMixin):
         if wf:
             fields["workflowId"] = wf
         stream = self.keys.stream(q)
+        if self.cfg.history:
+            self._record(job.si, job.id, job.fields, b"ok", job.attempt, job.ran_ns)
         if delay_ms and delay_ms > 0:
             self.batch.schedule(job.si, job.id, now + int(delay_ms), wire.encode_scheduled(stream, q, fields))
         else:
@@ -633,14 +640,18 @@ class Master(ChildrenMixin, RecoveryMixin):
             if job.result_ttl is not None:
                 self._status(job.si, job.id, job.fields, job.result_ttl, b"failed", b"errorType", etype,
                              b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % job.attempt)
+            if self.cfg.history:
+                self._record(job.si, job.id, job.fields, b"failed", job.attempt, job.ran_ns,
+                             b"reason", kind, b"errorType", etype, b"errorMessage", emsg)
             self.batch.schedule(job.si, job.id, wire.now_ms() + round(d.delay * 1000), member)
         else:
             log.error("job %s (%s) dead-lettered (%s) after attempt %d: %s: %s", job.id.decode(), job.task,
                       d.reason, job.attempt, etype, emsg, extra=extra)
-            self.dead_letter(job.si, job.id, job.fields, d.reason, etype, emsg, job.attempt, tb, log_it=False)
+            self.dead_letter(job.si, job.id, job.fields, d.reason, etype, emsg, job.attempt, tb, log_it=False,
+                             ran_ns=job.ran_ns)
 
     def dead_letter(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str,
-                    emsg: str, deliveries: int, tb: str = "", *, log_it: bool = True) -> None:
+                    emsg: str, deliveries: int, tb: str = "", *, log_it: bool = True, ran_ns: int = 0) -> None:
         queue = self.queues[si]
         task = fields.get(b"taskName", b"").decode("utf-8", "replace")
         self.metrics.task(task).dead[si] += 1
@@ -651,6 +662,9 @@ class Master(ChildrenMixin, RecoveryMixin):
         if ttl is not None:
             self._status(si, entry_id, fields, ttl, b"dead", b"reason", reason, b"errorType", etype,
                          b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % deliveries)
+        if self.cfg.history:
+            self._record(si, entry_id, fields, b"dead", deliveries, ran_ns, b"reason", reason,
+                         b"errorType", etype, b"errorMessage", emsg)
         dl = wire.dead_letter_fields(
             fields, original_id=entry_id.decode(), queue_key=self.stream_keys[si], reason=reason,
             delivery_count=deliveries, consumer=self.cfg.consumer, error_type=etype,
@@ -676,6 +690,14 @@ class Master(ChildrenMixin, RecoveryMixin):
         if jid:
             self.batch.status(si, entry_id, self.keys.result(jid.decode()), ttl_ms,
                               (b"status", status, b"updatedAt", b"%d" % wire.now_ms(), *extra))
+
+    def _record(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], outcome: bytes, attempt: int,
+                ran_ns: int, *extra: Any) -> None:
+        """Job-history record of an outcome settled by another operation (same fields as settle.lua's 'k')."""
+        self.batch.record(si, entry_id, (
+            b"entryId", entry_id, b"jobId", fields.get(b"jobId", b""), b"taskName", fields.get(b"taskName", b""),
+            b"queue", self.queues[si], b"outcome", outcome, b"attempt", attempt, b"durationMs", ran_ns // 1_000_000,
+            b"finishedAt", wire.now_ms(), *extra))
 
     def _unsettled(self) -> bool:
         return bool(self.sending) or self.batch.dirty or any(b.dirty for b in self.unsent)

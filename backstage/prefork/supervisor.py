@@ -43,7 +43,8 @@ _READ = 1 << 18
 class Job:
     """One fetched entry the master holds until its outcome is settled."""
 
-    __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt", "result_ttl", "stats", "payload", "jid")
+    __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt", "result_ttl", "stats", "payload", "jid",
+                 "ran_ns")
 
     def __init__(self, seq: int, si: int, entry_id: bytes, fields: dict[bytes, bytes], task: str,
                  timeout: float | None, attempt: int, result_ttl: int | None, stats: TaskStats,
@@ -59,6 +60,7 @@ class Job:
         self.stats = stats
         self.payload = payload  # raw JSON text, never decoded here
         self.jid = jid
+        self.ran_ns = 0  # how long the handler ran (its outcome frame says)
 
 
 class Child:

@@ -20,7 +20,7 @@ DEFAULT_GROUP = "backstage-workers"
 PRIORITIES: tuple[str, ...] = ("urgent", "default", "low")
 
 #: Words that cannot name a queue: they are other key families under the prefix.
-RESERVED: frozenset[str] = frozenset({"scheduled", "dedupe", "broadcast", "workers", "cron", "result"})
+RESERVED: frozenset[str] = frozenset({"scheduled", "dedupe", "broadcast", "workers", "cron", "result", "history"})
 
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
@@ -88,6 +88,19 @@ class Keys:
         """Fire marker of one cron tick (ours)."""
         return f"{self.prefix}:cron:{name}:{tick_ms}"
 
+    def worker_minute(self, minute: int) -> str:
+        """Jobs processed and failed by every worker in one epoch minute (ours, hash)."""
+        return f"{self.prefix}:workers:minute:{minute}"
+
+    def cron_last(self, name: str) -> str:
+        """Tick (ms) a cron entry last fired (ours)."""
+        return f"{self.prefix}:cron:{name}:last"
+
     def result(self, job_id: str) -> str:
         """Result of one job (ours)."""
         return f"{self.prefix}:result:{job_id}"
+
+    @property
+    def history(self) -> str:
+        """Capped stream of finished jobs, one record per settled attempt (ours, opt-in)."""
+        return f"{self.prefix}:history"
