@@ -1,5 +1,5 @@
-"""Least-privilege Redis ACL rules for the two sides of Backstage, and the
-``backstage acl worker|producer`` command that prints them.
+"""Least-privilege Redis ACL rules for the sides of Backstage, and the
+``backstage acl worker|producer|viewer`` command that prints them.
 
 - **producer** (``Client``, ``AsyncClient``, ``app.enqueue``): enqueue now,
   later, deduplicated or with a tracked result, broadcast, read a tracked
@@ -10,6 +10,10 @@
 - **worker** (``backstage-prefork``): everything a producer may do (handlers
   enqueue too), plus the consumer-group reads, acks, claims, delayed-job
   promotion, cron markers, broadcast groups and presence.
+- **viewer** (``backstage dashboard`` without ``--allow-actions``): reads
+  only: stream lengths and ranges, consumer-group and pending summaries,
+  the scheduled set, presence, cron markers, result hashes, job history.
+  It can write nothing and run no Lua.
 
 Commands run inside our Lua scripts are checked against the caller's user
 too, so every command of ``backstage/lua/*.lua`` is listed. The operator
@@ -29,7 +33,7 @@ from ..protocol.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["ROLES", "rules", "setuser", "add_parser", "run"]
 
-ROLES = ("producer", "worker")
+ROLES = ("producer", "worker", "viewer")
 
 #: Connection set-up and the version check (INFO) every client does first.
 _CONNECT = ("ping", "select", "info")
@@ -46,6 +50,14 @@ _WORKER = (
     "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xgroup|create", "xgroup|destroy", "xgroup|delconsumer",
     "zrange", "zrangebyscore", "zrem", "zremrangebyscore",
     "get", "smembers", "rpush",
+)
+
+
+#: Viewer: the dashboard's read-only pages (backstage/web/data.py, deadletters.py, ops/history.py).
+_VIEWER = (
+    "ping", "select", "info", "scan", "exists", "type", "get", "mget", "smembers", "hgetall", "hmget",
+    "xlen", "xrange", "xrevrange", "xpending", "xinfo|stream", "xinfo|groups", "xinfo|consumers",
+    "zcard", "zrange", "zrangebyscore",
 )
 
 
@@ -76,6 +88,8 @@ def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True) ->
     if selectors:
         out.append("clearselectors")
     out += ["-@all", f"~{head}*"]
+    if role == "viewer":
+        return out + [f"+{c}" for c in _VIEWER]
     grant = [*_CONNECT, *_SCRIPTS, *_PRODUCER_ROOT]
     if role == "worker" or not selectors:
         grant += [*_PRODUCER_DEDUPE, *_PRODUCER_RESULT]
@@ -100,7 +114,7 @@ def setuser(role: str, prefix: str = DEFAULT_PREFIX, user: str | None = None, *,
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """The ``acl`` subcommand of the ``backstage`` CLI."""
     a = sub.add_parser(
-        "acl", help="print the least-privilege ACL SETUSER line for a worker or a producer",
+        "acl", help="print the least-privilege ACL SETUSER line for a worker, a producer or a dashboard viewer",
         description="Print an ACL SETUSER line granting only what a Backstage worker or producer needs. "
                     "It sets no password: pipe it to redis-cli, then run ACL SETUSER <user> >password.",
     )
