@@ -125,3 +125,29 @@ def test_history_exactly_for_acked_jobs_across_kill(start_worker: Any, client: C
     wait_until(lambda: r.xlen(stream) == 0, 30, message=lambda: w2.log())
     recorded = [rec["entryId"] for rec in _records(r, prefix)]
     assert sorted(recorded) == sorted(ids)
+
+
+def test_settle_records_only_what_this_call_acks(r: redis.Redis, keys: Keys) -> None:
+    """settle.lua's 'k' operation: when part of the batch was already acked
+    (a worker that took the entries over), only the rest get records."""
+    from backstage.prefork.broker import SettleBatch
+    from backstage.protocol import scripts
+
+    stream = keys.stream("default")
+    ids = [r.xadd(stream, {"taskName": "t", "payload": "1"}) for _ in range(5)]
+    r.xgroup_create(stream, "g", id="0")
+    r.xreadgroup("g", "me", {stream: ">"})
+    settle = r.register_script(scripts.source("settle"))
+
+    def run(entry_ids: list[bytes]) -> None:
+        batch = SettleBatch(keys.scheduled, [stream], (keys.history, 1000, ["default"]))
+        for i, eid in enumerate(entry_ids):
+            batch.ack_recorded(0, eid, b"job-%d" % i, "t", 1, 2, 3)
+        settle(keys=batch.keys, args=["g", "me", "1", *batch.argv()])
+
+    run([ids[0], ids[1]])  # the fast path: every id pending
+    r.xack(stream, "g", ids[3])  # someone else acked this one
+    run([ids[2], ids[3], ids[4], ids[0]])  # ids[0]: already acked by our first call
+    recorded = [f[b"entryId"] for _, f in r.xrange(keys.history)]
+    assert recorded == [ids[0], ids[1], ids[2], ids[4]]
+    assert r.xlen(stream) == 1  # ids[3]: acked elsewhere, not deleted by us
