@@ -151,3 +151,20 @@ def test_settle_records_only_what_this_call_acks(r: redis.Redis, keys: Keys) -> 
     recorded = [f[b"entryId"] for _, f in r.xrange(keys.history)]
     assert recorded == [ids[0], ids[1], ids[2], ids[4]]
     assert r.xlen(stream) == 1  # ids[3]: acked elsewhere, not deleted by us
+
+
+def test_history_setting_and_bad_values() -> None:
+    from backstage import Backstage
+    from backstage.errors import ConfigError
+    from backstage.prefork.cli import build_parser, config_from_args
+    from backstage.prefork.config import WorkerConfig
+
+    app = Backstage("redis://127.0.0.1:1/0", history=500)
+    cfg, _, _ = config_from_args(build_parser().parse_args(["apps.jobs"]), app)
+    assert cfg.history == 500
+    cfg, _, _ = config_from_args(build_parser().parse_args(["--history", "0", "apps.jobs"]), app)
+    assert cfg.history == 0
+    with pytest.raises(ConfigError, match="history"):
+        Backstage("redis://127.0.0.1:1/0", history=-1)
+    with pytest.raises(ConfigError, match="history"):
+        WorkerConfig(history=-5)
