@@ -49,7 +49,7 @@ _WORKER = (
     "xread", "xreadgroup", "xack", "xdel", "xpending", "xautoclaim", "xclaim", "xlen",
     "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xgroup|create", "xgroup|destroy", "xgroup|delconsumer",
     "zrange", "zrangebyscore", "zrem", "zremrangebyscore",
-    "get", "smembers", "rpush",
+    "get", "smembers", "rpush", "hincrby", "expire",
 )
 
 
