@@ -6,21 +6,29 @@ app module, then forks the children from that state).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar, overload
 
 from .client import AsyncClient, Client, Job, TaskDefaults
 from .cron import CronEntry
 from .errors import ConfigError, InvalidJobError
+from .payloads import PayloadCodec, codec_for
 from .protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
 from .connections.redis_conn import TlsSettings, resolve_url
 from .protocol.wire import Backoff, encode_payload
 
+if TYPE_CHECKING:
+    from .testing import Testing
+
 __all__ = ["Backstage", "Task", "Next"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")  # a task's payload type
+R = TypeVar("R")  # what its handler returns
 
 
 @dataclass(frozen=True)
@@ -46,11 +54,18 @@ class Next:
 
 
 @dataclass
-class Task:
-    """A registered handler and its options. Calling it runs the function."""
+class Task(Generic[T, R]):
+    """A registered handler and its options. Calling it runs the function.
+
+    Generic in the handler's payload type ``T`` and return type ``R``, so a
+    type checker sees ``task(payload)`` and ``task.enqueue(payload)`` with
+    the handler's own annotation. A payload annotated as a dataclass,
+    ``TypedDict`` or pydantic model has a :attr:`codec`: it is checked at
+    enqueue and rebuilt as that type before the handler runs.
+    """
 
     name: str
-    func: Callable[..., Any]
+    func: Callable[[T], R]
     queue: str | None = None
     timeout: float | None = None
     attempts: int | None = None
@@ -61,14 +76,45 @@ class Task:
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.func)
         self.defaults = TaskDefaults(self.queue, self.attempts, self.backoff, self.timeout, self.result_ttl)
+        self.codec: PayloadCodec | None = codec_for(self.name, self.func)
+        #: What the worker calls with the decoded JSON payload: the handler
+        #: itself, or the handler behind the codec's rebuild of its type.
+        self.handler: Callable[[Any], Any] = self.func if self.codec is None else self._typed
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(*args, **kwargs)
+    def _typed(self, value: Any) -> Any:
+        assert self.codec is not None
+        return self.func(self.codec.build(value))
 
-    def enqueue(self, payload: Any = None, **options: Any) -> str | None:
-        """Enqueue this task through its app; options as for :meth:`Client.enqueue`."""
+    def __call__(self, payload: T, /, *args: Any, **kwargs: Any) -> R:
+        return self.func(payload, *args, **kwargs)  # extra arguments: a direct call of a handler that takes them
+
+    def enqueue(
+        self,
+        payload: T,
+        *,
+        priority: str | None = None,
+        queue: str | None = None,
+        delay: float | None = None,
+        at: "_dt.datetime | float | None" = None,
+        dedupe_key: str | None = None,
+        dedupe_ttl: float | None = None,
+        attempts: int | None = None,
+        backoff: Backoff | float | None = None,
+        timeout: float | None = None,
+        result_ttl: float | None = None,
+    ) -> str | None:
+        """Enqueue this task through its app; options as for :meth:`Client.enqueue`.
+
+        Returns the job id (``None`` when deduplicated). Raises
+        InvalidJobError naming the field when the payload does not fit the
+        handler's dataclass / TypedDict / pydantic annotation.
+        """
         if self.app is None:
             raise ConfigError(f"task {self.name!r} belongs to no app")
+        options = {k: v for k, v in (("priority", priority), ("queue", queue), ("delay", delay), ("at", at),
+                                     ("dedupe_key", dedupe_key), ("dedupe_ttl", dedupe_ttl),
+                                     ("attempts", attempts), ("backoff", backoff), ("timeout", timeout),
+                                     ("result_ttl", result_ttl)) if v is not None}
         return self.app.enqueue(self.name, payload, **options)
 
 
@@ -110,11 +156,20 @@ class Backstage:
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
             raise ConfigError(f"history={history!r}: expected a number of jobs >= 0 (0: off)")
         self.history = history
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, Task[Any, Any]] = {}
         self.child_start_hooks: list[Callable[[], Any]] = []
         self.cron_entries: list[CronEntry] = []
         self.broadcast_handlers: dict[str, list[Callable[[Any], Any]]] = {}
         self._client: Client | None = None
+        # set by backstage.testing while an inline() or capture() block runs
+        self._intercept: Any = None
+
+    @property
+    def testing(self) -> "Testing":
+        """Test helpers for this app: ``inline()`` and ``capture()`` (see :mod:`backstage.testing`)."""
+        from .testing import Testing
+
+        return Testing(self)
 
     def cron(
         self,
@@ -186,7 +241,7 @@ class Backstage:
 
     # -- registry ----------------------------------------------------------
     @overload
-    def task(self, name: F) -> Task: ...
+    def task(self, name: Callable[[T], R]) -> Task[T, R]: ...
 
     @overload
     def task(
@@ -199,7 +254,7 @@ class Backstage:
         attempts: int | None = None,
         backoff: Backoff | None = None,
         result_ttl: float | None = None,
-    ) -> Callable[[F], Task]: ...
+    ) -> Callable[[Callable[[T], R]], Task[T, R]]: ...
 
     def task(
         self,
@@ -244,7 +299,7 @@ class Backstage:
                                        or not 0 < result_ttl < math.inf):
             raise ConfigError(f"@app.task: result_ttl={result_ttl!r} must be seconds > 0")
 
-        def register(func: F) -> Task:
+        def register(func: Callable[[T], R]) -> Task[T, R]:
             if not callable(func):
                 raise ConfigError(f"@app.task: {func!r} is not callable")
             task_name = name if name is not None else f"{func.__module__}.{func.__qualname__}"
@@ -252,7 +307,7 @@ class Backstage:
                 raise ConfigError(f"@app.task: name {task_name!r} must be a non-empty string")
             if task_name in self.tasks and self.tasks[task_name].func is not func:
                 raise ConfigError(f"task {task_name!r} is registered twice")
-            t = Task(task_name, func, q, timeout, attempts, backoff, app=self, result_ttl=result_ttl)
+            t: Task[T, R] = Task(task_name, func, q, timeout, attempts, backoff, app=self, result_ttl=result_ttl)
             self.tasks[task_name] = t
             return t
 
@@ -275,12 +330,35 @@ class Backstage:
         return AsyncClient(self.redis_url, prefix=self.prefix, defaults=self._task_defaults, tls=self.tls)
 
     def enqueue(self, task: str, payload: Any = None, **options: Any) -> str | None:
-        """Enqueue a job; task defaults from ``@app.task`` apply. See :meth:`Client.enqueue`."""
+        """Enqueue a job; task defaults from ``@app.task`` apply. See :meth:`Client.enqueue`.
+
+        A payload of a typed task (dataclass / TypedDict / pydantic
+        annotation) is checked first: InvalidJobError names the field, and
+        nothing is written.
+        """
+        t = self.tasks.get(task)
+        if t is not None and t.codec is not None:
+            payload = t.codec.check(payload)
+        if self._intercept is not None:
+            return self._intercept.enqueue(task, payload, options)  # type: ignore[no-any-return]
         return self.client.enqueue(task, payload, **options)
 
     def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
-        """Bulk enqueue; see :meth:`Client.enqueue_many`."""
-        return self.client.enqueue_many(jobs, **defaults)
+        """Bulk enqueue; see :meth:`Client.enqueue_many`. Typed payloads are
+        all checked before anything is written."""
+        checked: list[Job | tuple[str, Any]] = []
+        for job in jobs:
+            name = job.task if isinstance(job, Job) else (job[0] if isinstance(job, tuple) and job else None)
+            t = self.tasks.get(name) if isinstance(name, str) else None
+            if t is not None and t.codec is not None:
+                if isinstance(job, Job):
+                    job = dataclasses.replace(job, payload=t.codec.check(job.payload))
+                elif len(job) == 2:
+                    job = (job[0], t.codec.check(job[1]))
+            checked.append(job)
+        if self._intercept is not None:
+            return self._intercept.enqueue_many(checked, defaults)  # type: ignore[no-any-return]
+        return self.client.enqueue_many(checked, **defaults)
 
     def broadcast(self, task: str, payload: Any = None) -> str:
         """Send a message to every live worker; see :meth:`Client.broadcast`."""

@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
-from .ops import presence
+from .ops import control as control_, presence
 from .connections import redis_conn, resp
-from . import results
+from . import results, tracing
 from .protocol import scripts
 from .connections.cluster import SlotMoved
 from .errors import BrokerError, ConfigError, InvalidJobError
@@ -34,7 +34,7 @@ from .protocol.wire import Backoff, encode_entry, encode_payload, encode_schedul
 __all__ = ["Client", "AsyncClient", "Job", "TaskDefaults", "Priority"]
 
 DEFAULT_DEDUPE_TTL = 3600.0
-BROADCAST_MAXLEN = 10_000
+BROADCAST_MAXLEN = control_.BROADCAST_MAXLEN
 
 
 class Priority:
@@ -264,23 +264,28 @@ class _Producer:
             raise InvalidJobError(f"task {task!r}: dedupe_ttl= needs a dedupe_key=")
         return o
 
-    def _pack(self, o: _Opts, payload: Any, now: int, now_b: bytes) -> _Prepared:
+    def _pack(self, o: _Opts, payload: Any, now: int, now_b: bytes, traceparent: bytes | None = None) -> _Prepared:
         payload_json = encode_payload(o.task, payload)
         job_id = new_job_id()
         jid = job_id.encode()
         due = o.at_ms if o.at_ms is not None else now + o.delay_ms
         lua = o.dedupe is not None or o.result_ttl_ms is not None
         if due <= now:
-            if not lua:
+            if not lua and traceparent is None:
                 cmd = b"%b$%d\r\n%b\r\n$5\r\njobId\r\n$%d\r\n%b\r\n$10\r\nenqueuedAt\r\n$%d\r\n%b\r\n" % (
                     o.xadd_head(), len(payload_json), payload_json, len(jid), jid, len(now_b), now_b)
                 return _Prepared(o.task, job_id, "x", cmd)
             fields = [b"taskName", o.task_b, b"payload", payload_json, b"enqueuedAt", now_b, *o.extra, b"jobId", jid]
+            if traceparent is not None:  # tracing on (backstage.tracing): an additive field
+                fields += (b"traceparent", traceparent)
+                if not lua:
+                    return _Prepared(o.task, job_id, "x", resp.pack_command((b"XADD", o.stream.encode(), b"*", *fields)))
             return _Prepared(o.task, job_id, "e", self._lua_job(o, b"x", o.stream.encode(), jid, now_b,
                                                                 (len(fields), *fields)))
+        extra = o.extra_fields if traceparent is None else {**o.extra_fields, "traceparent": traceparent.decode()}
         member = encode_scheduled(o.stream, o.queue, encode_entry(
             o.task, payload_json, enqueued_at=now, job_id=job_id, attempts=o.attempts,
-            backoff=o.backoff, timeout_ms=o.timeout_ms, extra=o.extra_fields))
+            backoff=o.backoff, timeout_ms=o.timeout_ms, extra=extra))
         if not lua:
             return _Prepared(o.task, job_id, "z", resp.pack_command((b"ZADD", self._scheduled_b, due, member)))
         return _Prepared(o.task, job_id, "e", self._lua_job(o, b"z", self._scheduled_b, jid, now_b, (due, member)))
@@ -324,9 +329,7 @@ class _Producer:
         return out
 
     def _broadcast_fields(self, task: str, payload: Any) -> dict[Any, Any]:
-        if not isinstance(task, str) or not task:
-            raise InvalidJobError(f"broadcast task name {task!r}: expected a non-empty string")
-        return {"taskName": task, "payload": encode_payload(task, payload), "enqueuedAt": str(now_ms())}
+        return control_.broadcast_fields(task, payload)
 
     def _noscript(self, batch: Sequence[_Prepared], replies: Sequence[Any]) -> list[int]:
         """Indexes of EVALSHA commands that met an empty script cache."""
@@ -477,10 +480,25 @@ class Client(_Producer):
             InvalidJobError / PayloadError on bad arguments, BrokerError when
             Redis fails or is too old, RedisUnavailable when it cannot be reached.
         """
+        tracer = tracing.tracer
+        if tracer is not None:
+            return self._execute_traced(tracer, [(task, payload, dict(
+                priority=priority, queue=queue, delay=delay, at=at, dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl,
+                attempts=attempts, backoff=backoff, timeout=timeout, result_ttl=result_ttl))])[0]
         p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
                               dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
                               backoff=backoff, timeout=timeout, result_ttl=result_ttl)
         return self._execute((p,))[0]
+
+    def _execute_traced(self, tracer: tracing.Tracer, jobs: list[tuple[str, Any, dict[str, Any]]]) -> list[str | None]:
+        prepared, spans = tracing.prepare(self, tracer, jobs)
+        try:
+            ids = self._execute(prepared) if prepared else []
+        except BaseException as exc:
+            tracing.end_spans(spans, prepared, None, exc)
+            raise
+        tracing.end_spans(spans, prepared, ids, None)
+        return ids
 
     def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
         """Enqueue many jobs, pipelined; returns ids (``None`` where deduplicated).
@@ -490,6 +508,9 @@ class Client(_Producer):
         ``backoff``, ``timeout``) apply to the tuples. Every job is checked and
         serialized before anything is written; each job is atomic on its own.
         """
+        tracer = tracing.tracer
+        if tracer is not None:
+            return self._execute_traced(tracer, tracing.job_list(jobs, _many_opts(defaults)))
         prepared = self._many(jobs, _many_opts(defaults))
         return self._execute(prepared) if prepared else []
 
@@ -548,23 +569,17 @@ class Client(_Producer):
         (``value``: children per master). Returns the answers that came
         within ``timeout`` seconds, one per master.
         """
-        if command not in presence.COMMANDS:
-            raise InvalidJobError(f"control command {command!r}: use one of {', '.join(presence.COMMANDS)}")
-        if command in ("pause", "resume"):
-            validate_queue(value)
-        if command == "concurrency" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InvalidJobError(f"control concurrency {value!r}: expected an integer >= 1")
+        control_.check_command(command, value)
         self._ready()
         request = new_job_id()
-        key = presence.reply_key(self.keys, request)
+        key = self.keys.worker_reply(request)
         with redis_conn.translate_errors(self.where):
             live = presence.live_consumers(self.redis, self.keys)
             expected = 1 if target is not None else len(live)
             if command in ("pause", "resume"):
                 presence.set_paused(self.redis, self.keys, [value], command == "pause")
-            self.broadcast(presence.CONTROL_TASK, {"cmd": command, "value": value, "target": target,
-                                                   "reply_to": key, "id": request})
-            return presence.collect_replies(self.redis, key, expected, timeout)
+            self.broadcast(control_.CONTROL_TASK, control_.request_payload(command, value, target, key, request))
+            return control_.collect_replies(self.redis, key, expected, timeout)
 
     def close(self) -> None:
         if self._pinned is not None and self._pinned_pid == os.getpid():
@@ -638,13 +653,32 @@ class AsyncClient(_Producer):
         result_ttl: float | None = None,
     ) -> str | None:
         """Enqueue one job; see :meth:`Client.enqueue`."""
+        tracer = tracing.tracer
+        if tracer is not None:
+            return (await self._execute_traced(tracer, [(task, payload, dict(
+                priority=priority, queue=queue, delay=delay, at=at, dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl,
+                attempts=attempts, backoff=backoff, timeout=timeout, result_ttl=result_ttl))]))[0]
         p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
                               dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
                               backoff=backoff, timeout=timeout, result_ttl=result_ttl)
         return (await self._execute((p,)))[0]
 
+    async def _execute_traced(self, tracer: tracing.Tracer,
+                              jobs: list[tuple[str, Any, dict[str, Any]]]) -> list[str | None]:
+        prepared, spans = tracing.prepare(self, tracer, jobs)
+        try:
+            ids = (await self._execute(prepared)) if prepared else []
+        except BaseException as exc:
+            tracing.end_spans(spans, prepared, None, exc)
+            raise
+        tracing.end_spans(spans, prepared, ids, None)
+        return ids
+
     async def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
         """Enqueue many jobs, pipelined; see :meth:`Client.enqueue_many`."""
+        tracer = tracing.tracer
+        if tracer is not None:
+            return await self._execute_traced(tracer, tracing.job_list(jobs, _many_opts(defaults)))
         prepared = self._many(jobs, _many_opts(defaults))
         return (await self._execute(prepared)) if prepared else []
 

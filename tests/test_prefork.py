@@ -74,29 +74,8 @@ def test_async_handlers_run(client, r, prefix, start_worker):
     wait_until(lambda: len(kinds(r, prefix, "aio")) == 20, 20)
 
 
-def _cpu_wall(client, r, prefix, start_worker, concurrency: int, n: int) -> tuple[float, float]:
-    """(wall time of the batch, CPU seconds its handlers used)."""
-    r.delete(f"{prefix}:ledger")
-    client.enqueue_many([("cpu", {"i": i, "loops": 800_000}) for i in range(n)])
-    w = start_worker("-c", str(concurrency))
-    wait_until(lambda: len(kinds(r, prefix, "cpu")) == n, 60)
-    done = kinds(r, prefix, "cpu")
-    assert w.stop() == 0
-    first_start = min(e["t"] - e["cpu_s"] for e in done)
-    return max(e["t"] for e in done) - first_start, sum(e["cpu_s"] for e in done)
-
-
-def test_cpu_bound_jobs_scale_with_children(client, r, prefix, start_worker):
-    if (psutil.cpu_count() or 1) < 2:
-        pytest.skip("needs two cores")
-    wall1, cpu1 = _cpu_wall(client, r, prefix, start_worker, 1, 24)
-    wall2, cpu2 = _cpu_wall(client, r, prefix, start_worker, 2, 24)
-    # A virtual CPU's speed can change between the two runs: compare wall times
-    # per CPU-second of work done, which that change cancels out of.
-    ratio = (wall2 / cpu2) / (wall1 / cpu1)
-    print(f"-c 2 / -c 1 wall-time ratio: {ratio:.2f} (raw {wall2:.2f}s / {wall1:.2f}s; "
-          f"handler CPU {cpu2:.2f}s / {cpu1:.2f}s)")
-    assert ratio < 0.8
+# CPU scaling (-c 2 against -c 1) is a speed figure, not a pass/fail test:
+# benchmarks/scaling.py reports it.
 
 
 def test_strict_priority_urgent_before_low(client, r, prefix, start_worker):
@@ -293,3 +272,28 @@ def test_json_logs_carry_job_fields(client, r, prefix, start_worker):
     failed = [x for x in lines if x.get("event") == "job-failed"]
     assert failed[0]["job_id"] == job and failed[0]["task"] == "fail" and failed[0]["queue"] == "default"
     assert failed[-1]["level"] == "error" and "dead-lettered" in failed[-1]["msg"]
+
+
+def test_bad_fields_are_dead_lettered_and_the_master_goes_on(client, r, keys, prefix, start_worker):
+    """Entries that used to stop the master (a non-UTF-8 jobId), crash the
+    frame to a child (an attempt beyond 64 bits) or wedge every settle batch
+    (a resultTtl PEXPIRE refuses) are dead-lettered as malformed, naming the field."""
+    stream = keys.stream("default")
+    base = {"taskName": "record", "payload": "{}", "enqueuedAt": "1"}
+    r.xadd(stream, {**base, "jobId": b"\xff\xfe"})
+    r.xadd(stream, {**base, "attempt": str(2**70)})
+    r.xadd(stream, {**base, "jobId": "ttl", "resultTtl": "9223372036854775000"})
+    client.enqueue_many([("record", {"i": i}) for i in range(5)])
+    w = start_worker("-c", "1")
+    dlq = keys.dead_letter("default")
+    wait_until(lambda: r.xlen(dlq) == 3 and len(kinds(r, prefix, "record")) == 5, 20,
+               message=lambda: w.log()[-2000:])
+    dead = [f for _, f in r.xrange(dlq)]
+    assert {f[b"reason"] for f in dead} == {b"malformed"}
+    messages = b" | ".join(f[b"errorMessage"] for f in dead)
+    for name in (b"'jobId'", b"'attempt'", b"'resultTtl'"):
+        assert name in messages, messages
+    wait_until(lambda: settled(r, keys), 10)
+    assert w.proc.poll() is None
+    assert w.stop() == 0
+    assert "Traceback" not in w.log()

@@ -33,7 +33,7 @@ from backstage.prefork.config import WorkerConfig
 def test_decide(kind, attempt, attempts, expected):
     d = policy.decide(kind, attempt=attempt, attempts=attempts, max_deliveries=5, backoff=None)
     if expected == "retry":
-        assert isinstance(d, policy.Retry)
+        assert isinstance(d, policy.RetryLater)
     else:
         assert d == expected and isinstance(d, policy.Dead)
 
@@ -112,7 +112,7 @@ def test_config_rejects_bad_values(kwargs, name):
 def _master_with_children(redis_url: str, inflight: list[int], ewma: float):
     """A Master (never run) with children holding ``inflight`` jobs each."""
     from backstage import Backstage
-    from backstage.prefork.master import Master
+    from backstage.prefork.loop import Master
     from backstage.prefork.supervisor import Child
 
     m = Master(Backstage(redis_url, prefix="units"), WorkerConfig(redis_url=redis_url, concurrency=len(inflight)))
@@ -120,9 +120,9 @@ def _master_with_children(redis_url: str, inflight: list[int], ewma: float):
         c = Child(i, 0, -1, -1)
         c.ready = True
         c.inflight.extend([object()] * n)  # type: ignore[list-item]
-        m.children.append(c)
-    m.ewma = ewma
-    m.batch.ack(1, b"1-0")  # one outcome waiting to be settled
+        m.supervisor.children.append(c)
+    m.dispatcher.ewma = ewma
+    m.exchange.batch.ack(1, b"1-0")  # one outcome waiting to be settled
     return m
 
 
@@ -138,19 +138,17 @@ def _master_with_children(redis_url: str, inflight: list[int], ewma: float):
 )
 def test_outcomes_of_ms_jobs_are_held_to_share_a_round_trip(redis_url, inflight, ewma, held):
     m = _master_with_children(redis_url, inflight, ewma)
+    ex = m.exchange
     try:
         now = 100.0
-        until = m._hold_until(now)
+        until = ex.hold_until(now)
         if not held:
             assert until == now
             return
         # at most half the average job, and never more than HOLD_MAX
-        assert until == now + min(m.HOLD_MAX, m.HOLD_SHARE * ewma)
-        assert m._hold_until(now + 0.001) == until  # counted from the first outcome
-        m.stopping = True
-        assert m._hold_until(now + 0.001) == now + 0.001  # stopping: settle at once
+        assert until == now + min(ex.HOLD_MAX, ex.HOLD_SHARE * ewma)
+        assert ex.hold_until(now + 0.001) == until  # counted from the first outcome
+        m.begin_stop()
+        assert ex.hold_until(now + 0.001) == now + 0.001  # stopping: settle at once
     finally:
-        m.broker.close()
-        m.sel.close()
-        m._sig_r.close()
-        m._sig_w.close()
+        m.close()

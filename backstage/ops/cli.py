@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import orjson
 import redis
 
-from . import acl, dlq, history
+from . import acl, dlq, history, inspect
 from ..connections import redis_conn
 from ..client import Client
 from ..errors import BackstageError
@@ -124,39 +124,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _discover_queues(r: "redis.Redis", keys: Keys) -> list[str]:
-    found = set(PRIORITIES)
-    head = keys.prefix + ":"
-    for raw in r.scan_iter(match=f"{head}*", _type="stream", count=1000):
-        name = raw.decode()[len(head):]
-        if ":" not in name and name != "broadcast":
-            found.add(name)
-    rest = sorted(found - set(PRIORITIES))
-    return [q for q in PRIORITIES if q in found] + rest
-
-
-def queue_stats(r: "redis.Redis", keys: Keys, group: str, queue: str) -> dict[str, Any]:
-    stream = keys.stream(queue)
-    row: dict[str, Any] = {"queue": queue, "length": r.xlen(stream), "pending": 0, "oldest_pending_s": None,
-                           "lag": None, "consumers": 0, "dead_letters": r.xlen(keys.dead_letter(queue))}
-    try:
-        groups = r.xinfo_groups(stream)
-    except redis.ResponseError:
-        groups = []
-    for g in groups:
-        if g["name"].decode() == group:
-            row["pending"] = int(g["pending"])
-            row["consumers"] = int(g["consumers"])
-            row["lag"] = g.get("lag")
-    if row["pending"]:
-        first = r.xpending_range(stream, group, min="-", max="+", count=1)
-        if first:
-            mid = first[0]["message_id"]
-            ms = int((mid.decode() if isinstance(mid, bytes) else str(mid)).split("-")[0])
-            row["oldest_pending_s"] = round(time.time() - ms / 1000, 1)
-    return row
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     url, prefix, group = _settings(args)
     keys = Keys(prefix)
@@ -166,8 +133,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if args.queues:
             queues = [validate_queue(q.strip()) for q in args.queues.split(",") if q.strip()]
         else:
-            queues = _discover_queues(r, keys)
-        rows = [queue_stats(r, keys, group, q) for q in queues]
+            queues = inspect.discover_queues(r, keys)
+        rows = [row.as_dict() for row in inspect.queue_stats(r, keys, group, queues)]
         scheduled = r.zcard(keys.scheduled)
     if args.json:
         print(orjson.dumps({"prefix": prefix, "group": group, "scheduled": scheduled, "queues": rows}).decode())

@@ -1,16 +1,16 @@
-"""Presence and remote control: who is alive, and what to tell them.
+"""Presence: who is alive, and which queues are paused.
 
 Owns the ``P:workers`` key family (ours):
 
 - ``P:workers`` sorted set: consumer → expiry (epoch ms) of its heartbeat;
 - ``P:workers:<consumer>`` its last heartbeat (JSON), with the same expiry;
 - ``P:workers:paused`` set of queue names no worker fetches from;
-- ``P:workers:reply:<id>`` list where workers answer a control command;
 - ``P:workers:minute:<epoch minute>`` hash: jobs ``processed`` and ``failed``
   by all workers in that minute (each heartbeat adds its deltas; kept 2 h).
 
-Written by masters (heartbeats, replies), read by clients and the CLI.
-Control commands travel as broadcasts of the task ``backstage.control``.
+Written by masters (heartbeats), read by clients and the CLI. Control
+commands and their replies (``P:workers:reply:<id>``) are
+:mod:`backstage.ops.control`'s.
 """
 
 from __future__ import annotations
@@ -23,30 +23,15 @@ import redis
 
 from ..protocol.keys import Keys
 
-__all__ = ["CONTROL_TASK", "COMMANDS", "RESERVED_CONSUMERS", "heartbeat", "live_consumers", "live_workers",
-           "remove", "paused_queues", "set_paused", "reply", "collect_replies", "reply_key", "per_minute"]
+__all__ = ["RESERVED_CONSUMERS", "heartbeat", "live_consumers", "live_workers", "remove", "paused_queues",
+           "set_paused", "per_minute"]
 
-CONTROL_TASK = "backstage.control"
-COMMANDS = ("ping", "shutdown", "pause", "resume", "concurrency")
 RESERVED_CONSUMERS = frozenset({"paused", "reply"})
-REPLY_TTL_MS = 60_000
-MINUTE_TTL_S = 7200
+MINUTE_TTL_S = 7200  # per-minute job counts are kept two hours (the dashboard charts one)
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _workers(keys: Keys) -> str:
-    return f"{keys.prefix}:workers"
-
-
-def _paused(keys: Keys) -> str:
-    return f"{keys.prefix}:workers:paused"
-
-
-def reply_key(keys: Keys, request_id: str) -> str:
-    return f"{keys.prefix}:workers:reply:{request_id}"
 
 
 def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any], ttl_ms: int,
@@ -62,9 +47,9 @@ def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any],
         pipe.hincrby(minute, "failed", counts[1])
         pipe.expire(minute, MINUTE_TTL_S)
     pipe.set(keys.worker(consumer), orjson.dumps(info), px=ttl_ms)
-    pipe.zadd(_workers(keys), {consumer: now + ttl_ms})
-    pipe.zremrangebyscore(_workers(keys), "-inf", now)
-    pipe.smembers(_paused(keys))
+    pipe.zadd(keys.workers, {consumer: now + ttl_ms})
+    pipe.zremrangebyscore(keys.workers, "-inf", now)
+    pipe.smembers(keys.paused)
     return {_text(q) for q in pipe.execute()[-1]}
 
 
@@ -72,13 +57,13 @@ def remove(r: "redis.Redis", keys: Keys, consumer: str) -> None:
     """Withdraw a master's presence (clean shutdown)."""
     pipe = r.pipeline(transaction=False)
     pipe.delete(keys.worker(consumer))
-    pipe.zrem(_workers(keys), consumer)
+    pipe.zrem(keys.workers, consumer)
     pipe.execute()
 
 
 def live_consumers(r: "redis.Redis", keys: Keys) -> list[str]:
     now = int(time.time() * 1000)
-    return [_text(c) for c in r.zrangebyscore(_workers(keys), now, "+inf")]
+    return [_text(c) for c in r.zrangebyscore(keys.workers, now, "+inf")]
 
 
 def live_workers(r: "redis.Redis", keys: Keys) -> list[dict[str, Any]]:
@@ -104,33 +89,10 @@ def per_minute(r: "redis.Redis", keys: Keys, minutes: int, now_ms: int | None = 
 
 
 def paused_queues(r: "redis.Redis", keys: Keys) -> set[str]:
-    return {_text(q) for q in r.smembers(_paused(keys))}
+    return {_text(q) for q in r.smembers(keys.paused)}
 
 
 def set_paused(r: "redis.Redis", keys: Keys, queues: Iterable[str], paused: bool) -> None:
     qs = list(queues)
     if qs:
-        (r.sadd if paused else r.srem)(_paused(keys), *qs)
-
-
-def reply(r: "redis.Redis", key: str, answer: dict[str, Any]) -> None:
-    pipe = r.pipeline(transaction=False)
-    pipe.rpush(key, orjson.dumps(answer))
-    pipe.pexpire(key, REPLY_TTL_MS)
-    pipe.execute()
-
-
-def collect_replies(r: "redis.Redis", key: str, expected: int, timeout: float) -> list[dict[str, Any]]:
-    """Wait up to ``timeout`` seconds for ``expected`` answers (fewer if some never come)."""
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < expected:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        got = r.blpop([key], timeout=max(left, 0.01))
-        if got is None:
-            break
-        out.append(orjson.loads(got[1]))
-    r.delete(key)
-    return out
+        (r.sadd if paused else r.srem)(keys.paused, *qs)

@@ -61,7 +61,7 @@ class SettleBatch:
         self._acks[si].append(entry_id)
         self.count += 1
 
-    def ack_recorded(self, si: int, entry_id: bytes, job_id: bytes, task: str, attempt: int,
+    def ack_recorded(self, si: int, entry_id: bytes, job_id: str, task: str, attempt: int,
                      duration_ms: int, finished_ms: int) -> None:
         """Plain success with a history record (written only if this ack acknowledges the entry)."""
         self._hacks[si] += (entry_id, job_id, task, attempt, duration_ms, finished_ms)
@@ -444,24 +444,11 @@ class MasterBroker:
         gone = []
         for g in groups:
             name = g["name"].decode()
-            if name.startswith("broadcast-") and name != self.broadcast_group and name[len("broadcast-"):] not in live:
+            owner = self.keys.broadcast_group_owner(name)
+            if owner is not None and name != self.broadcast_group and owner not in live:
                 self.redis.xgroup_destroy(self.keys.broadcast, name)
                 gone.append(name)
         return gone
-
-    def queue_sizes(self) -> list[tuple[str, int, int]]:
-        """(queue, stream length, pending count) of each subscribed stream."""
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in self.streams:
-            pipe.xlen(stream)
-            pipe.xpending(stream, self.group)
-        replies = pipe.execute(raise_on_error=False)
-        out = []
-        for i, stream in enumerate(self.streams):
-            length, pend = replies[2 * i], replies[2 * i + 1]
-            out.append((self.keys.queue_of(stream), length if isinstance(length, int) else 0,
-                        int(pend["pending"]) if isinstance(pend, dict) else 0))
-        return out
 
     def fds(self) -> list[int]:
         """Socket fds a forked child must close (it never talks to Redis this way)."""

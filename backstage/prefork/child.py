@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
+from .. import tracing
 from ..app import Next
 from ..errors import Reject, Retry
 from . import ipc
@@ -28,7 +29,7 @@ from . import ipc
 if TYPE_CHECKING:
     from ..app import Backstage
 
-__all__ = ["JobContext", "current_job", "child_main", "CHILD_BOOT_FAILED"]
+__all__ = ["JobContext", "current_job", "current_trace", "child_main", "CHILD_BOOT_FAILED"]
 
 #: Exit code of a child whose start-up hooks failed; the master stops on it.
 CHILD_BOOT_FAILED = 3
@@ -53,6 +54,19 @@ def current_job() -> JobContext | None:
     return _current.get()
 
 
+# Tracing on only (ipc.TRACED_JOBS frames): job id -> [queue, traceparent] for
+# the frame being run. Kept beside the jobs, not in JobContext, so that the
+# per-job path costs the same with tracing off.
+_frame_traces: dict[Any, list[Any]] = {}
+
+
+def current_trace() -> tuple[str | None, str | None]:
+    """(queue, W3C traceparent) of the running job when the worker traces; (None, None) otherwise."""
+    job = _current.get()
+    t = _frame_traces.get(job.job_id) if job is not None else None
+    return (t[0], t[1]) if t else (None, None)
+
+
 def _title(text: str) -> None:
     try:
         import setproctitle
@@ -62,7 +76,7 @@ def _title(text: str) -> None:
         pass
 
 
-def _error(kind: str, exc: BaseException, seq: int, dur: int, retry_ms: int | None = None) -> list[Any]:
+def _error(kind: str, exc: BaseException, seq: int, dur: int, retry_ms: int | None = None) -> ipc.Err:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if len(tb) > _TB_LIMIT:
         tb = tb[:_TB_LIMIT // 2] + "\n…\n" + tb[-_TB_LIMIT // 2:]
@@ -70,13 +84,15 @@ def _error(kind: str, exc: BaseException, seq: int, dur: int, retry_ms: int | No
     mod = type(exc).__module__
     if mod not in ("builtins", "__main__"):
         etype = f"{mod}.{etype}"
-    return ["err", seq, dur, kind, etype, str(exc), tb, retry_ms]
+    return ipc.Err(seq, dur, kind, etype, str(exc), tb, retry_ms)
 
 
-def _next_step(result: Any) -> list[Any] | None:
+def _next_step(result: Any) -> ipc.NextStep | None:
     """Workflow instruction from a handler's return value, or None."""
     if isinstance(result, Next):
-        return [result.task, round(result.delay * 1000), orjson.dumps(result.payload).decode(), result.queue]
+        tp = getattr(result, "traceparent", None)  # a tracer's Next (backstage.contrib.otel)
+        return ipc.NextStep(result.task, round(result.delay * 1000), orjson.dumps(result.payload).decode(),
+                            result.queue, tp or None)
     if isinstance(result, dict) and isinstance(result.get("next"), str) and result["next"]:
         delay = result.get("delay") or 0
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
@@ -84,7 +100,7 @@ def _next_step(result: Any) -> list[Any] | None:
         queue = result.get("queue")
         if queue is not None:
             Next(result["next"], queue=queue)  # validates the queue name
-        return [result["next"], int(delay), orjson.dumps(result.get("payload")).decode(), queue]
+        return ipc.NextStep(result["next"], int(delay), orjson.dumps(result.get("payload")).decode(), queue)
     return None
 
 
@@ -100,6 +116,8 @@ def child_main(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: li
         code = 1
     finally:
         try:
+            if tracing.tracer is not None:  # os._exit skips atexit: export buffered spans now
+                tracing.tracer.close()
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
@@ -107,6 +125,7 @@ def child_main(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: li
 
 
 def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Callable[[], Any]]) -> int:
+    global _frame_traces
     # Ctrl-C reaches the whole process group: the master decides what children do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
@@ -119,9 +138,9 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
             hook()
     except BaseException as exc:  # noqa: BLE001
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        ipc.write_all(out_fd, ipc.pack_outcome(["boot-failed", type(exc).__qualname__, str(exc), tb]))
+        ipc.write_all(out_fd, ipc.pack_boot_failed(type(exc).__qualname__, str(exc), tb))
         return CHILD_BOOT_FAILED
-    ipc.write_all(out_fd, ipc.pack_outcome(["ready", os.getpid()]))
+    ipc.write_all(out_fd, ipc.pack_ready(os.getpid()))
 
     tasks = app.tasks
     loop: asyncio.AbstractEventLoop | None = None
@@ -142,37 +161,42 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
             if frame is None:
                 return 0  # the master closed our pipe: stop (shutdown or recycle)
             kind, meta, blob = frame
-            pos = 0
-            for seq, task_name, job_id, attempt, plen, want_result in meta:
-                payload = blob[pos:pos + plen]
-                pos += plen
+            if kind == ipc.TRACED_JOBS:
+                meta, traces = meta
+                _frame_traces = {m[2]: t for m, t in zip(meta, traces)}
+            for job, payload in ipc.jobs_of(meta, blob):
+                task_name = job.task
                 if kind == ipc.BROADCAST:
                     _run_broadcast(app, task_name, payload)
                     continue
                 if shown != task_name:
                     _title(f"{name} running {task_name}")
                     shown = task_name
+                seq = job.seq
                 t0 = perf()
                 task = tasks.get(task_name)
+                out: ipc.Err | None
                 if task is None:
-                    out = ["err", seq, 0, "unknown-task", "TaskNotFound", f"no handler for task {task_name!r}", "", None]
+                    out = ipc.Err(seq, 0, "unknown-task", "TaskNotFound", f"no handler for task {task_name!r}", "", None)
                 else:
                     try:
                         value = loads(payload)
                     except orjson.JSONDecodeError as exc:
-                        out = ["err", seq, 0, "malformed", "JSONDecodeError", f"payload is not valid JSON: {exc}", "", None]
+                        out = ipc.Err(seq, 0, "malformed", "JSONDecodeError", f"payload is not valid JSON: {exc}", "",
+                                      None)
                     else:
-                        token = _current.set(JobContext(job_id, task_name, attempt, index))
+                        token = _current.set(JobContext(job.job_id, task_name, job.attempt, index))
                         try:
                             if task.is_async:
                                 if loop is None:
                                     loop = asyncio.new_event_loop()
-                                result = loop.run_until_complete(task.func(value))
+                                result = loop.run_until_complete(task.handler(value))
                             else:
-                                result = task.func(value)
+                                result = task.handler(value)
                             step = _next_step(result)
-                            value = orjson.dumps(result).decode() if want_result and step is None else None
-                            out = ["ok", seq, perf() - t0, step, value]
+                            value = orjson.dumps(result).decode() if job.want_result and step is None else None
+                            out = None
+                            dur = perf() - t0
                         except Retry as exc:
                             delay = None if exc.delay is None else round(exc.delay * 1000)
                             out = _error("retry", exc, seq, perf() - t0, delay)
@@ -183,9 +207,9 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                         finally:
                             _current.reset(token)
                 try:
-                    frame_out = ipc.pack_outcome(out)
+                    frame_out = ipc.pack_ok(seq, dur, step, value) if out is None else ipc.pack_err(out)
                 except TypeError as exc:  # e.g. a Next payload orjson cannot carry
-                    frame_out = ipc.pack_outcome(_error("error", exc, seq, perf() - t0))
+                    frame_out = ipc.pack_err(_error("error", exc, seq, perf() - t0))
                 ipc.write_all(out_fd, frame_out)
     finally:
         if loop is not None:

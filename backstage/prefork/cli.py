@@ -15,7 +15,7 @@ from ..connections.redis_conn import TlsSettings, with_tls
 from ..protocol.keys import PRIORITIES
 from ..logs import setup_logging
 from .config import WorkerConfig, default_consumer
-from .master import EXIT_APP, EXIT_USAGE, Master
+from .loop import EXIT_APP, EXIT_USAGE, Master
 
 __all__ = ["main", "load_app", "build_parser"]
 

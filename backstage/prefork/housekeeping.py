@@ -3,7 +3,9 @@ and remote control, cron.
 
 Runs in the master, on its one thread: :class:`Housekeeper` is called from
 the loop (``tick``) with bounded work per call and tells the loop its next
-deadline. Redis errors propagate to the loop, which backs off.
+deadline. Redis errors propagate to the loop, which backs off. What it may
+do to the worker goes through the narrow :class:`Worker` protocol (the
+loop implements it), never the master's own state.
 """
 
 from __future__ import annotations
@@ -13,31 +15,64 @@ import math
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-import orjson
 import psutil
 import redis
 
 from .. import __version__
-from ..ops import presence
+from ..ops import control, presence
 from ..protocol import wire
+from ..protocol.keys import Keys
 from . import ipc
+from .broker import MasterBroker
+from .config import WorkerConfig
+from .health import RedisHealth
+from .outcomes import worker_entry
 
 if TYPE_CHECKING:
+    from ..app import Backstage
     from ..cron import CronEntry
-    from .master import Master
 
-__all__ = ["Housekeeper"]
+__all__ = ["Housekeeper", "Worker"]
 
 log = logging.getLogger("backstage.prefork")
 
 
+class Worker(Protocol):
+    """What housekeeping may read from and do to its master."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]:
+        """Presence fields the master owns: queues, paused, concurrency, children, busy, counts."""
+
+    def child_pids(self) -> list[int]: ...
+
+    def set_paused(self, paused: set[str]) -> None: ...
+
+    def stop(self) -> None:
+        """Begin a graceful stop."""
+
+    def set_concurrency(self, n: int) -> None: ...
+
+    def broadcast_to_children(self, frame: bytes) -> None: ...
+
+
 class Housekeeper:
-    def __init__(self, master: "Master") -> None:
-        self.m = master
-        self.cfg = master.cfg
-        self.interval = self.cfg.heartbeat_interval
+    """Heartbeats, broadcasts (and the control commands among them), cron ticks."""
+
+    def __init__(self, broker: MasterBroker, keys: Keys, cfg: WorkerConfig, health: RedisHealth,
+                 app: "Backstage", clock: Callable[[], float], worker: Worker) -> None:
+        self.broker = broker
+        self.keys = keys
+        self.cfg = cfg
+        self.health = health
+        self.app = app
+        self.clock = clock
+        self.worker = worker
+        self.interval = cfg.heartbeat_interval
         self.next_heartbeat = 0.0
         self.reported = (0, 0)  # processed, failed as of the last heartbeat
         self.next_broadcast = 0.0
@@ -53,9 +88,9 @@ class Housekeeper:
         only those of live workers.
         """
         self._guarded("heartbeat", self.heartbeat)
-        self._guarded("broadcast set-up", self.m.broker.join_broadcast)
+        self._guarded("broadcast set-up", self.broker.join_broadcast)
         now = wire.now_ms()
-        for entry in self.m.app.cron_entries:
+        for entry in self.app.cron_entries:
             self.cron.append((entry, entry.next_after(now)))
             if entry.catch_up == "latest":
                 self._guarded("cron catch-up", lambda e=entry: self._catch_up(e, now))
@@ -63,21 +98,22 @@ class Housekeeper:
     def stop(self) -> None:
         """Withdraw presence and our broadcast group (a clean exit leaves nothing behind)."""
         def withdraw() -> None:
-            presence.remove(self.m.broker.redis, self.m.keys, self.cfg.consumer)
-            self.m.broker.redis.xgroup_destroy(self.m.keys.broadcast, self.m.broker.broadcast_group)
+            presence.remove(self.broker.redis, self.keys, self.cfg.consumer)
+            self.broker.redis.xgroup_destroy(self.keys.broadcast, self.broker.broadcast_group)
         self._guarded("withdrawing presence", withdraw)
 
     def _guarded(self, what: str, fn: Any) -> None:
         try:
             fn()
         except redis.RedisError as exc:
-            self.m._redis_error(what, exc)
+            self.health.failed(what, exc)
 
     def deadline(self) -> float:
-        d = min(self.next_heartbeat, self.next_broadcast)
-        if self.cron:
+        """When :meth:`tick` has work (cron ticks do not count while the worker stops: they are skipped)."""
+        d = min(self.next_heartbeat, self.next_broadcast, self.next_group_sweep)
+        if self.cron and not self.worker.stopping:
             wait_ms = min(t for _, t in self.cron) - wire.now_ms()
-            d = min(d, self.m.clock() + max(wait_ms, 0) / 1000)
+            d = min(d, self.clock() + max(wait_ms, 0) / 1000)
         return d
 
     def tick(self, now: float) -> None:
@@ -86,92 +122,82 @@ class Housekeeper:
         if now >= self.next_broadcast:
             self.next_broadcast = now + self.cfg.broadcast_interval
             self.broadcasts()
-        if self.cron and not self.m.stopping:
+        if self.cron and not self.worker.stopping:
             self.fire_due_cron()
         if now >= self.next_group_sweep:
             self.next_group_sweep = now + max(self.cfg.idle_timeout, 10 * self.interval)
-            live = set(presence.live_consumers(self.m.broker.redis, self.m.keys))
-            for name in self.m.broker.forget_dead_broadcast_groups(live):
+            live = set(presence.live_consumers(self.broker.redis, self.keys))
+            for name in self.broker.forget_dead_broadcast_groups(live):
                 log.info("removed broadcast group %s of a dead worker", name, extra={"event": "consumers-removed"})
 
     # -- presence --------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        m = self.m
         rss = 0
-        for pid in [os.getpid(), *(c.pid for c in m.children)]:
+        for pid in [os.getpid(), *self.worker.child_pids()]:
             try:
                 rss += psutil.Process(pid).memory_info().rss
             except psutil.Error:
                 pass
-        return {
-            "consumer": self.cfg.consumer, "host": self.host, "pid": os.getpid(), "group": self.cfg.group,
-            "queues": m.queues, "paused": sorted(m.paused & set(m.queues)), "concurrency": m.concurrency,
-            "children": len(m.children), "busy": sum(1 for c in m.children if c.inflight),
-            "processed": m.processed, "failed": m.failed, "rss": rss, "started_at": m.started,
-            "version": __version__, "stopping": m.stopping,
-            "cron": [{"name": e.name, "expr": e.expr, "task": e.task, "tz": e.tz, "queue": e.queue}
-                     for e in m.app.cron_entries],
-        }
+        return {"consumer": self.cfg.consumer, "host": self.host, "pid": os.getpid(), "group": self.cfg.group,
+                **self.worker.status(), "rss": rss, "version": __version__,
+                "cron": [{"name": e.name, "expr": e.expr, "task": e.task, "tz": e.tz, "queue": e.queue}
+                         for e in self.app.cron_entries]}
 
     def heartbeat(self) -> None:
-        self.next_heartbeat = self.m.clock() + self.interval
+        self.next_heartbeat = self.clock() + self.interval
         ttl_ms = math.ceil(self.interval * 3000)
-        m = self.m
-        counts = (m.processed - self.reported[0], m.failed - self.reported[1])
-        paused = presence.heartbeat(m.broker.redis, m.keys, self.cfg.consumer, self.info(), ttl_ms, counts)
-        self.reported = (m.processed, m.failed)  # after the call: a failed heartbeat reports them next time
-        self.m.set_paused(paused)
+        info = self.info()
+        done = (info["processed"], info["failed"])
+        counts = (done[0] - self.reported[0], done[1] - self.reported[1])
+        paused = presence.heartbeat(self.broker.redis, self.keys, self.cfg.consumer, info, ttl_ms, counts)
+        self.reported = done  # after the call: a failed heartbeat reports them next time
+        self.worker.set_paused(paused)
 
-    # -- broadcast and remote control ---------------------------------------------------
+    # -- broadcast and remote control (control.Controllable) ---------------------------------
     def broadcasts(self) -> None:
-        for _mid, fields in self.m.broker.read_broadcasts():
+        for _mid, fields in self.broker.read_broadcasts():
             task = fields.get(b"taskName", b"").decode("utf-8", "replace")
             payload = fields.get(b"payload", b"null")
-            if task == presence.CONTROL_TASK:
+            if task == control.CONTROL_TASK:
                 self.control(payload)
                 continue
-            frame = ipc.pack_jobs(ipc.BROADCAST, [(0, task, None, 0, len(payload), False)], [payload])
-            for c in self.m.children:
-                if c.killed is None and c.job_w >= 0:
-                    c.outbuf += frame
-                    self.m.flush_child(c)
+            self.worker.broadcast_to_children(ipc.pack_broadcast(task, payload))
 
     def control(self, raw: bytes) -> None:
-        try:
-            msg = orjson.loads(raw)
-            cmd = msg["cmd"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        req = control.parse_request(raw)
+        if req is None:
             log.warning("ignored a malformed control message: %r", raw[:200])
             return
-        target = msg.get("target")
-        if target is not None and target != self.cfg.consumer:
+        if req.target is not None and req.target != self.cfg.consumer:
             return
-        value = msg.get("value")
-        answer: dict[str, Any] = {"consumer": self.cfg.consumer, "cmd": cmd, "ok": True}
-        m = self.m
-        if cmd == "ping":
-            answer.update(self.info())
-        elif cmd == "shutdown":
-            log.info("remote shutdown requested", extra={"event": "stop"})
-            if not m.stopping:
-                m.begin_stop()
-        elif cmd in ("pause", "resume"):
-            m.set_paused(presence.paused_queues(m.broker.redis, m.keys))
-            answer["paused"] = sorted(m.paused & set(m.queues))
-        elif cmd == "concurrency" and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            log.info("remote control: concurrency %d -> %d", m.concurrency, value, extra={"event": "scale"})
-            m.concurrency = value
-            m._shrink()
-            answer["concurrency"] = value
-        else:
-            answer.update(ok=False, error=f"unknown control command {cmd!r} / value {value!r}")
-        reply_to = msg.get("reply_to")
-        if isinstance(reply_to, str) and reply_to.startswith(f"{m.keys.prefix}:workers:reply:"):
-            presence.reply(m.broker.redis, reply_to, answer)
+        answer = control.execute(req, self, self.cfg.consumer)
+        control.reply(self.broker.redis, self.keys, req.reply_to, answer)
+
+    @property
+    def stopping(self) -> bool:
+        return self.worker.stopping
+
+    def presence_info(self) -> dict[str, Any]:
+        return self.info()
+
+    def request_stop(self) -> None:
+        log.info("remote shutdown requested", extra={"event": "stop"})
+        if not self.worker.stopping:
+            self.worker.stop()
+
+    def reload_paused(self) -> list[str]:
+        self.worker.set_paused(presence.paused_queues(self.broker.redis, self.keys))
+        return list(self.worker.status()["paused"])
+
+    def set_concurrency(self, n: int) -> int:
+        log.info("remote control: concurrency %d -> %d", self.worker.status()["concurrency"], n,
+                 extra={"event": "scale"})
+        self.worker.set_concurrency(n)
+        return n
 
     # -- cron ----------------------------------------------------------------------------
     def _catch_up(self, entry: "CronEntry", now_ms: int) -> None:
-        last = self.m.broker.last_cron_tick(entry.name)
+        last = self.broker.last_cron_tick(entry.name)
         latest = entry.latest_at_or_before(now_ms)
         if last is not None and latest > last:
             if self.fire(entry, latest):
@@ -189,10 +215,10 @@ class Housekeeper:
             self.cron[i] = (entry, entry.next_after(now))
 
     def fire(self, entry: "CronEntry", tick: int) -> bool:
-        m = self.m
-        fields = m.worker_entry(entry.task, entry.payload_json, f"cron:{entry.name}:{tick}", wire.now_ms())
+        fields = worker_entry(self.app, entry.task, entry.payload_json, f"cron:{entry.name}:{tick}", wire.now_ms())
         fields["cronTick"] = str(tick)
-        fired = m.broker.fire_cron(entry.name, tick, entry.marker_ttl_ms(tick), m.keys.stream(entry.queue), fields)
+        fired = self.broker.fire_cron(entry.name, tick, entry.marker_ttl_ms(tick), self.keys.stream(entry.queue),
+                                      fields)
         if fired:
             log.debug("cron %s fired tick %d", entry.name, tick, extra={"event": "cron", "task": entry.task})
         return fired

@@ -16,14 +16,13 @@ import math
 import selectors
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-if TYPE_CHECKING:
-    from .master import Master
+from ..ops.inspect import QueueStats
 
 __all__ = ["Metrics", "MetricsServer", "TaskStats"]
 
@@ -62,19 +61,29 @@ UNKNOWN_TASK = "(unknown)"  # label for names not in the app: input must not blo
 
 
 class Metrics:
-    """Counters of one master; cheap to update, collected on scrape."""
+    """Counters of one master; cheap to update, collected on scrape.
 
-    def __init__(self, master: "Master") -> None:
-        self.m = master
-        self.nqueues = len(master.queues)
-        self.tasks: dict[str, TaskStats] = {name: TaskStats(self.nqueues) for name in master.app.tasks}
-        self.recycles: collections.Counter[str] = collections.Counter()
-        self.redis_errors: collections.Counter[str] = collections.Counter()
+    Reads the rest of the master only through what it is given: the task
+    names, the recycle and Redis error counters (owned by the supervisor and
+    the Redis health record), and two callables for the scrape-time gauges.
+    """
+
+    def __init__(self, queues: Sequence[str], task_names: Collection[str], *,
+                 recycles: collections.Counter[str], redis_errors: collections.Counter[str],
+                 queue_stats: Callable[[], list[QueueStats]], children: Callable[[], tuple[int, int]]) -> None:
+        self.queues = list(queues)
+        self.nqueues = len(queues)
+        self.task_names = task_names
+        self.tasks: dict[str, TaskStats] = {name: TaskStats(self.nqueues) for name in task_names}
+        self.recycles = recycles
+        self.redis_errors = redis_errors
+        self.queue_stats = queue_stats  # one reading of every subscribed queue (ops.inspect)
+        self.children = children  # (children alive, busy)
 
     def task(self, name: str) -> TaskStats:
         st = self.tasks.get(name)
         if st is None:
-            if name not in self.m.app.tasks:
+            if name not in self.task_names:
                 name = UNKNOWN_TASK
             st = self.tasks.get(name)
             if st is None:
@@ -86,7 +95,7 @@ class Metrics:
         return []
 
     def collect(self) -> Iterator[Any]:
-        queues = self.m.queues
+        queues = self.queues
         for kind, doc in JOB_COUNTERS.items():
             fam = CounterMetricFamily(f"backstage_jobs_{kind}", doc, labels=["task", "queue"])
             for task, st in sorted(self.tasks.items()):
@@ -110,17 +119,16 @@ class Metrics:
         pel = GaugeMetricFamily("backstage_queue_pending", "Entries delivered and not yet acked (PEL)",
                                 labels=["queue"])
         try:
-            for queue, length, pending in self.m.broker.queue_sizes():
-                depth.add_metric([queue], length)
-                pel.add_metric([queue], pending)
+            for row in self.queue_stats():
+                depth.add_metric([row.queue], row.length)
+                pel.add_metric([row.queue], row.pending)
         except redis.RedisError:
             self.redis_errors["scrape"] += 1
         yield depth
         yield pel
-        children = [c for c in self.m.children if c.killed is None]
-        yield GaugeMetricFamily("backstage_children", "Child processes", value=len(children))
-        yield GaugeMetricFamily("backstage_children_busy", "Children running a job",
-                                value=sum(1 for c in children if c.inflight))
+        alive, busy = self.children()
+        yield GaugeMetricFamily("backstage_children", "Child processes", value=alive)
+        yield GaugeMetricFamily("backstage_children_busy", "Children running a job", value=busy)
         rec = CounterMetricFamily("backstage_child_recycles", "Children replaced, by cause", labels=["cause"])
         for cause, n in sorted(self.recycles.items()):
             rec.add_metric([cause], n)

@@ -10,14 +10,14 @@ from typing import Union
 
 from ..protocol.wire import Backoff
 
-__all__ = ["Decision", "Retry", "Dead", "decide", "DEFAULT_BACKOFF"]
+__all__ = ["Decision", "RetryLater", "Dead", "decide", "DEFAULT_BACKOFF"]
 
 #: Backoff for jobs that allow several attempts but name no backoff.
 DEFAULT_BACKOFF = Backoff.exponential(1.0, max=300.0, jitter=True)
 
 
-class Retry(tuple[float]):
-    """Run again after ``delay`` seconds."""
+class RetryLater(tuple[float]):
+    """Run again after ``delay`` seconds (not :class:`backstage.Retry`, which a handler raises)."""
 
     @property
     def delay(self) -> float:
@@ -32,7 +32,7 @@ class Dead(tuple[str]):
         return self[0]
 
 
-Decision = Union[Retry, Dead]
+Decision = Union[RetryLater, Dead]
 
 
 def decide(
@@ -54,7 +54,7 @@ def decide(
     ``attempts`` is what the job or its task declares (None: not declared).
 
     - errors and timeouts retry while ``attempt < attempts`` (default 1: no retry);
-    - a ``Retry`` raised by the handler is honoured while ``attempt < attempts``,
+    - a :class:`backstage.Retry` raised by the handler is honoured while ``attempt < attempts``,
       or ``attempt < max_deliveries`` when the job declares no attempts;
     - a lost worker is not the job's own failure: it retries while
       ``attempt < max(attempts, max_deliveries)``;
@@ -81,7 +81,7 @@ def decide(
     if attempt >= limit:
         return Dead((reason,))
     if kind == "retry" and retry_delay_ms is not None:
-        return Retry((retry_delay_ms / 1000.0,))
+        return RetryLater((retry_delay_ms / 1000.0,))
     if kind == "worker-lost" and (attempts or 1) <= 1 and backoff is None:
-        return Retry((0.0,))  # no policy given: redeliver at once
-    return Retry(((backoff or DEFAULT_BACKOFF).seconds(attempt, rng),))
+        return RetryLater((0.0,))  # no policy given: redeliver at once
+    return RetryLater(((backoff or DEFAULT_BACKOFF).seconds(attempt, rng),))

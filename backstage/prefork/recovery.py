@@ -1,95 +1,76 @@
-"""Recovery duties of the master: renew what it holds, reclaim what dead
-workers held, forget dead consumers.
+"""Recovery: renew what this master holds, reclaim what dead workers held,
+forget dead consumers.
 
-Methods of :class:`Master` (run from its loop on timers, bounded per call).
+Run from the master's loop on timers, bounded per call. Talks to Redis
+through the broker; what it needs from the rest of the master comes as
+plain callables (what we hold, how much room there is, which streams are
+active, where reclaimed entries go), never the master itself.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterable, Sequence
 
 import redis
 
 from ..protocol import wire
+from .broker import MasterBroker
+from .config import WorkerConfig
+from .health import RedisHealth
 
-if TYPE_CHECKING:
-    from typing import Any, Callable, Deque
-
-    from .broker import MasterBroker, SettleBatch
-    from .config import WorkerConfig
-    from .supervisor import Child, Job
-
-__all__ = ["RecoveryMixin"]
+__all__ = ["Recovery"]
 
 log = logging.getLogger("backstage.prefork")
 
 
-class RecoveryMixin:
+class Recovery:
     """XCLAIM renewal, XAUTOCLAIM reclaiming and dead-consumer clean-up."""
 
-    if TYPE_CHECKING:  # state and steps of Master that these methods use
-        cfg: WorkerConfig
-        broker: MasterBroker
-        children: list[Child]
-        buffer: Deque[Job]
-        queues: list[str]
-        batch: SettleBatch
-        sending: Deque[tuple[Any, int, list[int], float]]
-        unsent: list[Any]
-        reclaim_cursors: list[bytes]
-        next_reclaim: float
-        clock: Callable[[], float]
-
-        def _redis_error(self, what: str, exc: Exception) -> None: ...
-
-        def _room(self) -> int: ...
-
-        def active_streams(self) -> list[int]: ...
-
-        def accept(self, si: int, entry_id: bytes, flat: list[bytes], deliveries: int = 1) -> None: ...
-
-    def held_entries(self) -> Iterator[tuple[int, bytes]]:
-        """(si, entry id) of everything pending for us: buffered, running, or waiting to be settled."""
-        for job in self.buffer:
-            yield job.si, job.id
-        for c in self.children:
-            for job in c.inflight:
-                yield job.si, job.id
-        for batch in [self.batch, *self.unsent, *(b for b, _, _, _ in self.sending if b is not None)]:
-            yield from batch.entries()
+    def __init__(self, broker: MasterBroker, cfg: WorkerConfig, health: RedisHealth, queues: Sequence[str], *,
+                 held: Callable[[], Iterable[tuple[int, bytes]]], room: Callable[[], int],
+                 active: Callable[[], list[int]], accept: Callable[[int, bytes, list[bytes], int], None]) -> None:
+        self.broker = broker
+        self.cfg = cfg
+        self.health = health
+        self.nqueues = len(queues)
+        self.held = held  # (si, entry id) of everything pending for us
+        self.room = room
+        self.active = active
+        self.accept = accept
+        self.cursors = [b"0-0"] * len(queues)  # XAUTOCLAIM cursor per subscribed stream
 
     def renew(self) -> None:
         """Keep our in-flight and buffered entries fresh so no reclaimer takes them."""
-        ids: list[list[bytes]] = [[] for _ in self.queues]
-        for si, entry_id in self.held_entries():
+        ids: list[list[bytes]] = [[] for _ in range(self.nqueues)]
+        for si, entry_id in self.held():
             ids[si].append(entry_id)
         if not any(ids):
             return
         try:
             lost = self.broker.renew(ids)
         except redis.RedisError as exc:
-            self._redis_error("renew", exc)
+            self.health.failed("renew", exc)
             return
         if lost:
             log.warning("%d in-flight entries are no longer pending for us (reclaimed by another "
                         "worker); their outcomes will not be applied twice", lost, extra={"event": "renew"})
 
-    def reclaim(self) -> None:
-        """Take over entries of dead workers (idle past idle_timeout)."""
-        room = min(self._room(), 100)
+    def reclaim(self) -> bool:
+        """Take over entries of dead workers (idle past idle_timeout); True if more may be waiting."""
+        room = min(self.room(), 100)
         if room <= 0:
-            return
-        active = self.active_streams()
+            return False
+        active = self.active()
         if not active:
-            return
+            return False
         try:
             entries, dead, cleaned = self.broker.reclaim(
-                self.reclaim_cursors, active, round(self.cfg.idle_timeout * 1000), room,
+                self.cursors, active, round(self.cfg.idle_timeout * 1000), room,
                 self.cfg.max_deliveries, self.cfg.dead_letter_maxlen, wire.now_ms())
         except redis.RedisError as exc:
-            self._redis_error("reclaim", exc)
-            return
+            self.health.failed("reclaim", exc)
+            return False
         taken = len(entries) // 4
         if taken:
             log.info("reclaimed %d entries idle for over %gs from dead workers", taken, self.cfg.idle_timeout,
@@ -100,19 +81,18 @@ class RecoveryMixin:
         if cleaned:
             log.info("cleaned %d pending entries whose stream entry was deleted", cleaned,
                      extra={"event": "reclaim"})
-        held = {entry_id for _, entry_id in self.held_entries()}
+        held = {entry_id for _, entry_id in self.held()}
         for i in range(0, len(entries), 4):
             if entries[i + 1] in held:
                 continue  # our own, still running (its renewal was late, e.g. after a Redis restart)
             self.accept(entries[i], entries[i + 1], entries[i + 2], int(entries[i + 3]))
-        if taken >= room:
-            self.next_reclaim = self.clock()  # more may be waiting
+        return taken >= room
 
     def forget_dead_consumers(self) -> None:
         try:
             gone = self.broker.forget_dead_consumers(round(self.cfg.idle_timeout * 2000))
         except redis.RedisError as exc:
-            self._redis_error("consumer clean-up", exc)
+            self.health.failed("consumer clean-up", exc)
             return
         if gone:
             log.info("removed %d dead consumers from group %s: %s", len(gone), self.cfg.group,

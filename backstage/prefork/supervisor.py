@@ -1,9 +1,12 @@
-"""Supervision of the children: spawn, read, reap, kill, recycle.
+"""The supervisor: the master's children. Fork, read, reap, kill overdue, recycle.
 
-Part of the master (one process, one thread): :class:`ChildrenMixin` holds
-the master's child-process duties, each an idempotent step the loop runs
-every pass; :class:`Child` and :class:`Job` are the per-child and per-job
-state, keyed by object, never by fd number.
+Owns the children (:class:`Child`: pid, pipes, the deliveries it holds,
+its counters) and how many there should be. Each duty is an idempotent
+step the loop runs every pass. What the children report goes back through
+callbacks given at construction: outcome frames, jobs lost with a child,
+jobs a lost child never started, a child that could not boot.
+
+Runs in the master, on its one thread.
 """
 
 from __future__ import annotations
@@ -11,56 +14,28 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import math
 import os
 import selectors
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Deque
+from typing import TYPE_CHECKING, Any, Callable, Deque
 
 import psutil
 
 from . import ipc
 from .child import CHILD_BOOT_FAILED, child_main
-from .metrics import TaskStats
+from .config import WorkerConfig
+from .entries import Delivery
 
 if TYPE_CHECKING:
-    import socket
-    from typing import Callable
-
     from ..app import Backstage
-    from .broker import MasterBroker
-    from .config import WorkerConfig
-    from .metrics import Metrics, MetricsServer
 
-__all__ = ["Job", "Child", "ChildrenMixin", "EXIT_APP"]
+__all__ = ["Child", "Supervisor"]
 
 log = logging.getLogger("backstage.prefork")
 
-EXIT_APP = 3  # the app could not be loaded, or a child could not boot
 _READ = 1 << 18
-
-
-class Job:
-    """One fetched entry the master holds until its outcome is settled."""
-
-    __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt", "result_ttl", "stats", "payload", "jid",
-                 "ran_ns")
-
-    def __init__(self, seq: int, si: int, entry_id: bytes, fields: dict[bytes, bytes], task: str,
-                 timeout: float | None, attempt: int, result_ttl: int | None, stats: TaskStats,
-                 payload: bytes, jid: str | None) -> None:
-        self.seq = seq
-        self.si = si
-        self.id = entry_id
-        self.fields = fields
-        self.task = task
-        self.timeout = timeout
-        self.attempt = attempt
-        self.result_ttl = result_ttl  # ms; None: the job keeps no status
-        self.stats = stats
-        self.payload = payload  # raw JSON text, never decoded here
-        self.jid = jid
-        self.ran_ns = 0  # how long the handler ran (its outcome frame says)
 
 
 class Child:
@@ -75,7 +50,7 @@ class Child:
         self.job_w = job_w
         self.out_r = out_r
         self.reader = ipc.FrameReader()
-        self.inflight: Deque[Job] = collections.deque()
+        self.inflight: Deque[Delivery] = collections.deque()  # its running job first, then those queued
         self.head_started = 0.0
         self.tasks_done = 0
         self.ready = False
@@ -86,41 +61,62 @@ class Child:
         self.writing = False
         self.batchable = False  # every job it holds is of a known-fast task
         self.queueable = False  # every job it holds is of a known-short task
-        self.given = 0  # when it was last handed jobs (the master's dispatch count)
+        self.given = 0  # when it was last handed jobs (the dispatcher's count)
 
     @property
     def usable(self) -> bool:
         return self.ready and self.retiring is None and self.killed is None and not self.eof
 
 
-class ChildrenMixin:
-    """The master's duties towards its children (methods of :class:`Master`)."""
+OnOutcome = Callable[[Child, ipc.Outcome], None]
+OnLost = Callable[[Delivery, str, str, str], None]  # (delivery, kind, error type, message)
 
-    if TYPE_CHECKING:  # state and steps of Master that these methods use
-        app: Backstage
-        cfg: WorkerConfig
-        broker: MasterBroker
-        children: list[Child]
-        buffer: Deque[Job]
-        concurrency: int
-        sel: selectors.BaseSelector
-        _sig_r: socket.socket
-        _sig_w: socket.socket
-        metrics: Metrics
-        metrics_server: MetricsServer | None
-        hooks: list[Callable[[], Any]]
-        stopping: bool
-        reap_due: bool
-        forced: bool
-        fatal: str | None
-        exit_code: int
 
-        def fail(self, job: Job, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None: ...
+class Supervisor:
+    """The children of one master."""
 
-        def on_message(self, child: Child, msg: list[Any]) -> None: ...
+    def __init__(self, app: "Backstage", cfg: WorkerConfig, sel: selectors.BaseSelector,
+                 clock: Callable[[], float], *, on_outcome: OnOutcome, on_lost: OnLost,
+                 put_back: Callable[[list[Delivery]], None], on_boot_failed: Callable[[str], None],
+                 fds_to_close: Callable[[], list[int]]) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.sel = sel
+        self.clock = clock
+        self.on_outcome = on_outcome
+        self.on_lost = on_lost
+        self.put_back = put_back
+        self.on_boot_failed = on_boot_failed
+        self.fds_to_close = fds_to_close  # the master's fds a forked child must not keep
+        self.hooks: list[Callable[[], Any]] = list(app.child_start_hooks)
+        self.children: list[Child] = []
+        self.concurrency = cfg.concurrency
+        self.stopping = False  # the master stops: exits are expected
+        self.spawning = True  # False once the master stops or must stop
+        self.forced = False  # killed on purpose: their jobs stay pending for recovery
+        self.reap_due = True  # a child may have exited: waitpid on the next pass
+        self.recycles: collections.Counter[str] = collections.Counter()
 
+    # -- counts ---------------------------------------------------------------------------
+    def busy(self) -> int:
+        return sum(1 for c in self.children if c.inflight)
+
+    def pids(self) -> list[int]:
+        return [c.pid for c in self.children]
+
+    def deadline(self) -> float:
+        """The nearest time limit of a running job."""
+        d = math.inf
+        for c in self.children:
+            if c.inflight and c.killed is None:
+                t = c.inflight[0].timeout
+                if t is not None:
+                    d = min(d, c.head_started + t)
+        return d
+
+    # -- how many -------------------------------------------------------------------------
     def top_up(self) -> None:
-        if self.stopping or self.fatal is not None:
+        if not self.spawning:
             return
         active = {c.index for c in self.children if c.retiring is None and c.killed is None}
         index = 0
@@ -130,11 +126,19 @@ class ChildrenMixin:
             self.spawn(index)
             active.add(index)
 
-    def _shrink(self) -> None:
+    def scale(self, n: int) -> None:
+        """Run ``n`` children: more are spawned by :meth:`top_up`, the least busy extra ones retire."""
+        self.concurrency = n
         active = [c for c in self.children if c.retiring is None and c.killed is None]
         extra = len(active) - self.concurrency
         for c in sorted(active, key=lambda c: (len(c.inflight), -c.index))[:max(extra, 0)]:
             c.retiring = "scale down"
+
+    def reload(self) -> None:
+        """Replace every child, each after its current job."""
+        for c in self.children:
+            if c.retiring is None and c.killed is None:
+                c.retiring = "reload"
 
     def spawn(self, index: int) -> None:
         job_r, job_w = os.pipe()
@@ -142,11 +146,7 @@ class ChildrenMixin:
         ipc.set_pipe_size(job_w)
         ipc.set_pipe_size(out_w)
         _flush_std()
-        close_in_child = [job_w, out_r, self._sig_r.fileno(), self._sig_w.fileno(), *self.broker.fds()]
-        if hasattr(self.sel, "fileno"):
-            close_in_child.append(self.sel.fileno())
-        if self.metrics_server is not None:
-            close_in_child += [self.metrics_server.fileno(), *(c.fileno() for c in self.metrics_server.conns)]
+        close_in_child = [job_w, out_r, *self.fds_to_close()]
         for c in self.children:
             close_in_child += [c.job_w, c.out_r]
         pid = os.fork()
@@ -168,7 +168,8 @@ class ChildrenMixin:
         self.children.append(child)
         self.sel.register(out_r, selectors.EVENT_READ, ("child", child))
 
-    def on_child_readable(self, child: Child) -> None:
+    # -- talking to a child ------------------------------------------------------------------
+    def on_readable(self, child: Child) -> None:
         while True:
             try:
                 data = os.read(child.out_r, _READ)
@@ -184,16 +185,31 @@ class ChildrenMixin:
                 self.sel.unregister(child.out_r)
                 return
             try:
-                for msg in child.reader.feed(data):
-                    self.on_message(child, msg)
+                for msg in child.reader.outcomes(data):
+                    self.on_outcome(child, msg)
             except (ValueError, TypeError) as exc:
                 log.error("child %d sent a corrupt frame (%s); replacing it", child.index, exc)
-                self._kill(child, "corrupt frame")
+                self.kill(child, "corrupt frame")
                 return
             if len(data) < _READ:
                 return
 
-    def flush_child(self, child: Child) -> None:
+    def started(self, child: Child) -> None:
+        """The child said it is ready."""
+        child.ready = True
+        child.head_started = self.clock()
+
+    def send(self, child: Child, frame: bytes) -> None:
+        child.outbuf += frame
+        self.flush(child)
+
+    def broadcast(self, frame: bytes) -> None:
+        """Send ``frame`` to every live child."""
+        for c in self.children:
+            if c.killed is None and c.job_w >= 0:
+                self.send(c, frame)
+
+    def flush(self, child: Child) -> None:
         """Write as much of the child's pending frames as its pipe takes."""
         if child.outbuf and child.killed is None:
             try:
@@ -211,13 +227,23 @@ class ChildrenMixin:
                 self.sel.unregister(child.job_w)
             child.writing = want
 
-    def _kill(self, child: Child, why: str) -> None:
+    # -- ends ------------------------------------------------------------------------------------
+    def kill(self, child: Child, why: str) -> None:
         if child.killed is None:
             child.killed = why
             try:
                 os.kill(child.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def kill_all(self, why: str) -> list[Delivery]:
+        """Kill every child now; returns the deliveries they held (not failed)."""
+        held: list[Delivery] = []
+        for c in self.children:
+            held += c.inflight
+            c.inflight.clear()
+            self.kill(c, why)
+        return held
 
     def reap(self) -> None:
         while True:
@@ -229,12 +255,12 @@ class ChildrenMixin:
                 return
             child = next((c for c in self.children if c.pid == pid), None)
             if child is not None:
-                self.on_child_exit(child, status)
+                self.on_exit(child, status)
 
-    def on_child_exit(self, child: Child, status: int) -> None:
+    def on_exit(self, child: Child, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         if not child.eof:
-            self.on_child_readable(child)  # outcomes written before it died still count
+            self.on_readable(child)  # outcomes written before it died still count
             if not child.eof:
                 self.sel.unregister(child.out_r)
         if child.writing:
@@ -243,9 +269,8 @@ class ChildrenMixin:
         if child.job_w >= 0:
             os.close(child.job_w)
         self.children.remove(child)
-        if not child.ready and code == CHILD_BOOT_FAILED and self.fatal is None:
-            self.fatal = f"child {child.index} could not boot (exit code {code})"
-            self.exit_code = EXIT_APP
+        if not child.ready and code == CHILD_BOOT_FAILED:
+            self.on_boot_failed(f"child {child.index} could not boot (exit code {code})")
         if child.inflight:
             head = child.inflight.popleft()
             if child.killed and child.killed.startswith("timeout"):
@@ -254,14 +279,14 @@ class ChildrenMixin:
                 kind = "worker-lost"
                 msg = f"child {child.index} (pid {child.pid}) died: {_describe_exit(code)}"
             if not self.forced:
-                self.fail(head, kind, "WorkerLost" if kind == "worker-lost" else "TimeLimitExceeded", msg, "", None)
+                self.on_lost(head, kind, "WorkerLost" if kind == "worker-lost" else "TimeLimitExceeded", msg)
             # the rest of its batch never started: run them elsewhere
-            self.buffer.extendleft(reversed(child.inflight))
+            self.put_back(list(child.inflight))
             child.inflight.clear()
         why = child.killed or child.retiring
         cause = (child.retiring or ("timeout" if child.killed and child.killed.startswith("timeout") else child.killed)
                  or ("shutdown" if self.stopping else "lost"))
-        self.metrics.recycles[cause] += 1
+        self.recycles[cause] += 1
         if why is None and not self.stopping:
             why = _describe_exit(code)
             log.warning("child %d (pid %d) exited unexpectedly: %s", child.index, child.pid, why,
@@ -271,22 +296,25 @@ class ChildrenMixin:
                      extra={"event": "child-replaced"})
 
     def kill_overdue(self, now: float) -> None:
+        """Kill children whose job passed its time limit; let retiring idle ones go."""
         for c in self.children:
             if c.inflight and c.killed is None:
                 head = c.inflight[0]
                 if head.timeout is not None and now - c.head_started > head.timeout:
                     log.warning("job %s (%s) passed its %gs time limit: killing child %d",
                                 head.id.decode(), head.task, head.timeout, c.index,
-                                extra={"event": "timeout", "job_id": _job_id(head), "task": head.task})
-                    self._kill(c, f"timeout of job {head.id.decode()}")
+                                extra={"event": "timeout", "job_id": head.log_id, "task": head.task})
+                    self.kill(c, f"timeout of job {head.id.decode()}")
         for c in self.children:
             if c.retiring and not c.inflight and c.job_w >= 0 and not c.outbuf:
-                # closing its pipe is the stop request: it exits when it reads EOF
-                if c.writing:
-                    self.sel.unregister(c.job_w)
-                    c.writing = False
-                os.close(c.job_w)
-                c.job_w = -1
+                self._close_pipe(c)  # the stop request: it exits when it reads EOF
+
+    def _close_pipe(self, c: Child) -> None:
+        if c.writing:
+            self.sel.unregister(c.job_w)
+            c.writing = False
+        os.close(c.job_w)
+        c.job_w = -1
 
     def check_memory(self) -> None:
         limit = self.cfg.max_memory_per_child
@@ -304,10 +332,21 @@ class ChildrenMixin:
                          rss / 1048576, limit, extra={"event": "recycle"})
                 c.retiring = "memory"
 
-
-def _job_id(job: Job) -> str:
-    jid = job.fields.get(b"jobId")
-    return jid.decode() if jid else job.id.decode()
+    def stop_all(self, wait: float = 10.0) -> None:
+        """Close every pipe (children exit at EOF), wait up to ``wait`` s, then kill the rest."""
+        for c in self.children:
+            if c.job_w >= 0:
+                self._close_pipe(c)
+        deadline = self.clock() + wait
+        while self.children and self.clock() < deadline:
+            self.reap()
+            if self.children:
+                self.sel.select(0.05)
+        for c in list(self.children):
+            self.kill(c, "shutdown")
+        while self.children:
+            pid, status = os.waitpid(self.children[0].pid, 0)
+            self.on_exit(self.children[0], status)
 
 
 def _describe_exit(code: int) -> str:

@@ -77,12 +77,39 @@ class Keys:
     def broadcast(self) -> str:
         return f"{self.prefix}:broadcast"
 
+    #: Consumer groups on :attr:`broadcast` are named ``broadcast-<consumer>``.
+    BROADCAST_GROUP_HEAD = "broadcast-"
+
     def broadcast_group(self, consumer: str) -> str:
-        return f"broadcast-{consumer}"
+        """Group name (not a key) through which one worker reads broadcasts."""
+        return f"{self.BROADCAST_GROUP_HEAD}{consumer}"
+
+    def broadcast_group_owner(self, group: str) -> str | None:
+        """Inverse of :meth:`broadcast_group`: the consumer, or None for another group."""
+        head = self.BROADCAST_GROUP_HEAD
+        return group[len(head):] if group.startswith(head) else None
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of live workers: consumer -> heartbeat expiry in ms (ours)."""
+        return f"{self.prefix}:workers"
 
     def worker(self, consumer: str) -> str:
         """Presence key of one worker (ours)."""
         return f"{self.prefix}:workers:{consumer}"
+
+    @property
+    def paused(self) -> str:
+        """Set of queue names no worker fetches from (ours)."""
+        return f"{self.prefix}:workers:paused"
+
+    def worker_reply(self, request_id: str) -> str:
+        """List where workers answer one control command (ours)."""
+        return f"{self.prefix}:workers:reply:{request_id}"
+
+    def is_worker_reply(self, key: str) -> bool:
+        """Is ``key`` a :meth:`worker_reply` key of this prefix (control messages name one)?"""
+        return key.startswith(f"{self.prefix}:workers:reply:")
 
     def cron_marker(self, name: str, tick_ms: int) -> str:
         """Fire marker of one cron tick (ours)."""
@@ -93,8 +120,13 @@ class Keys:
         return f"{self.prefix}:workers:minute:{minute}"
 
     def cron_last(self, name: str) -> str:
-        """Tick (ms) a cron entry last fired (ours)."""
+        """Last tick fired of one cron entry, in ms (ours)."""
         return f"{self.prefix}:cron:{name}:last"
+
+    @property
+    def match_all(self) -> str:
+        """SCAN pattern of every key under this prefix."""
+        return f"{self.prefix}:*"
 
     def result(self, job_id: str) -> str:
         """Result of one job (ours)."""

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Union
 import orjson
 
 from ..errors import InvalidJobError, PayloadError, WireError
-from .keys import validate_queue
+from .keys import Keys, validate_queue
 
 __all__ = [
     "Backoff",
@@ -298,14 +298,14 @@ def decode_scheduled(member: bytes | str, prefix: str) -> ScheduledMember:
         raise WireError(f"scheduled member is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise WireError("scheduled member is not a JSON object")
+    keys = Keys(prefix)
     stream_key = obj.get("streamKey")
     if not isinstance(stream_key, str) or not stream_key:
         prio = obj.get("priority")
-        stream_key = f"{prefix}:{prio}" if isinstance(prio, str) and prio else f"{prefix}:default"
-    queue = stream_key[len(prefix) + 1:] if stream_key.startswith(prefix + ":") else None
+        stream_key = keys.stream(prio if isinstance(prio, str) and prio else "default")
     try:
-        validate_queue(queue)
-    except InvalidJobError:
+        validate_queue(keys.queue_of(stream_key))
+    except ValueError:
         raise WireError(f"scheduled member routes to {stream_key!r}, which is not a queue of prefix {prefix!r}") from None
     fields: dict[str, str] = {}
     for k, v in obj.items():

@@ -22,7 +22,7 @@ import redis
 
 from ..connections import redis_conn
 from ..ops import presence
-from ..ops.cli import queue_stats
+from ..ops.inspect import queue_stats
 from ..ops.history import History, HistoryFilter, Record
 from ..protocol.keys import PRIORITIES, Keys, validate_queue
 from .config import DashboardConfig
@@ -184,9 +184,9 @@ class Store:
         workers = presence.live_workers(self.r, self.keys)
         total, per, exact = self.scheduled_counts()
         rows = []
-        for q in self.queues(workers):
-            row = queue_stats(self.r, self.keys, self.group, q)
-            row["scheduled"] = per.get(q, 0)
+        for stats in queue_stats(self.r, self.keys, self.group, self.queues(workers)):
+            row = stats.as_dict()
+            row["scheduled"] = per.get(stats.queue, 0)
             rows.append(row)
         minutes = presence.per_minute(self.r, self.keys, 60)
         paused = presence.paused_queues(self.r, self.keys)

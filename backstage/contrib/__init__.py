@@ -1,0 +1,2 @@
+"""Integrations, each behind its own extra: ``django`` (``backstage[django]``),
+``otel`` (``backstage[otel]``), ``asgi`` (FastAPI / Starlette lifespans)."""

@@ -1,0 +1,185 @@
+"""Outcomes: what finishing a job commits, for one decoded entry.
+
+One :class:`~backstage.prefork.entries.Delivery` in, one settle operation
+out, written into the exchange's current batch: success (ack, or the next
+workflow step), retry (back to ``P:scheduled`` with its backoff), dead
+letter (reason, error, traceback), hand-back (fetched but never run), and
+the status writes of jobs that keep one. Rejected entries (bad input) are
+dead-lettered here too. No Redis I/O here: the exchange sends the batch.
+
+Runs in the master, on its one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+from ..client import new_job_id
+from ..protocol import wire
+from ..protocol.keys import Keys
+from . import policy
+from .entries import Delivery, Rejected
+from .ipc import NextStep
+
+if TYPE_CHECKING:
+    from ..app import Backstage
+    from .broker import SettleBatch
+    from .metrics import TaskStats
+
+__all__ = ["Outcomes", "worker_entry"]
+
+log = logging.getLogger("backstage.prefork")
+
+
+def worker_entry(app: "Backstage", task_name: str, payload_json: bytes | str, job_id: str,
+                 now: int) -> dict[str, str | bytes]:
+    """Fields of a job the worker creates itself (a workflow step, a cron
+    tick), with its task's declared attempts, backoff and time limit."""
+    t = app.tasks.get(task_name)
+    return wire.encode_entry(
+        task_name, payload_json, enqueued_at=now, job_id=job_id,
+        attempts=t.attempts if t else None, backoff=t.backoff if t else None,
+        timeout_ms=math.ceil(t.timeout * 1000) if t and t.timeout else None,
+    )
+
+
+class BatchHolder(Protocol):
+    """Where operations go: the exchange's current batch (it swaps batches as it sends them)."""
+
+    batch: "SettleBatch"
+
+
+class Outcomes:
+    """Turns finished (or refused) deliveries into settle operations."""
+
+    def __init__(self, app: "Backstage", keys: Keys, queues: Sequence[str], holder: BatchHolder,
+                 stats_of: Callable[[str], "TaskStats"], *, consumer: str, max_deliveries: int,
+                 dead_letter_maxlen: int, history: bool = False) -> None:
+        self.app = app
+        self.history = history  # write a job-history record with each outcome (--history N)
+        self.keys = keys
+        self.queues = list(queues)
+        self.streams = [keys.stream(q) for q in queues]
+        self.dead_letters = [keys.dead_letter(q) for q in queues]
+        self.holder = holder
+        self.stats_of = stats_of
+        self.consumer = consumer
+        self.max_deliveries = max_deliveries
+        self.dlq_maxlen = dead_letter_maxlen
+        self.processed = 0
+        self.failed = 0
+
+    # -- a job ran ------------------------------------------------------------------------
+    def succeeded(self, d: Delivery, step: NextStep | None, value: str | None) -> None:
+        """The handler returned (``value``: its result as JSON, when the job keeps a status)."""
+        self.processed += 1
+        d.stats.processed[d.si] += 1
+        if d.result_ttl is not None:
+            self._status(d.si, d.id, d.job_id, d.result_ttl, b"done", b"value", value if value is not None else b"null")
+        if step is None:
+            if self.history:
+                self.holder.batch.ack_recorded(d.si, d.id, d.job_id or "", d.task, d.attempt,
+                                               d.ran_ns // 1_000_000, wire.now_ms())
+            else:
+                self.holder.batch.ack(d.si, d.id)
+        else:
+            self.next_step(d, step)
+
+    def running(self, d: Delivery) -> None:
+        """The job was handed to a child (only jobs that keep a status are told)."""
+        if d.result_ttl is not None:
+            self._status(d.si, d.id, d.job_id, d.result_ttl, b"running", b"attempt", b"%d" % d.attempt)
+
+    def next_step(self, d: Delivery, step: NextStep) -> None:
+        """Ack ``d`` and enqueue its workflow's next step, in one operation."""
+        t = self.app.tasks.get(step.task)
+        q = step.queue or (t.queue if t is not None and t.queue else "default")
+        now = wire.now_ms()
+        wf = d.workflow_id or d.job_id
+        fields = worker_entry(self.app, step.task, step.payload_json, new_job_id(), now)
+        if wf:
+            fields["workflowId"] = wf
+        # the trace goes on: the handler's span when it sent one, else the job's own
+        tp = step.traceparent or d.traceparent
+        if tp:
+            fields["traceparent"] = tp
+        stream = self.keys.stream(q)
+        if self.history:
+            self._record(d.si, d.id, d.job_id, d.task, b"ok", d.attempt, d.ran_ns)
+        if step.delay_ms and step.delay_ms > 0:
+            self.holder.batch.schedule(d.si, d.id, now + int(step.delay_ms), wire.encode_scheduled(stream, q, fields))
+        else:
+            self.holder.batch.add_next(d.si, d.id, stream, fields)
+
+    def failed_run(self, d: Delivery, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None:
+        """The execution failed (``kind``: see :func:`policy.decide`): retry it or dead-letter it."""
+        self.failed += 1
+        d.stats.failed[d.si] += 1
+        decision = policy.decide(kind, attempt=d.attempt, attempts=d.attempts, max_deliveries=self.max_deliveries,
+                                 backoff=d.backoff, retry_delay_ms=retry_ms)
+        extra = {"event": "job-failed", "job_id": d.log_id, "task": d.task, "queue": self.queues[d.si]}
+        if isinstance(decision, policy.RetryLater):
+            log.warning("job %s (%s) attempt %d failed: %s: %s; retry in %.3gs", d.id.decode(), d.task,
+                        d.attempt, etype, emsg, decision.delay, extra=extra)
+            d.stats.retried[d.si] += 1
+            fields = dict(d.fields)
+            fields[b"attempt"] = b"%d" % (d.attempt + 1)
+            member = wire.encode_scheduled(self.streams[d.si], self.queues[d.si], fields)
+            if d.result_ttl is not None:
+                self._status(d.si, d.id, d.job_id, d.result_ttl, b"failed", b"errorType", etype,
+                             b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % d.attempt)
+            if self.history:
+                self._record(d.si, d.id, d.job_id, d.task, b"failed", d.attempt, d.ran_ns,
+                             b"reason", kind, b"errorType", etype, b"errorMessage", emsg)
+            self.holder.batch.schedule(d.si, d.id, wire.now_ms() + round(decision.delay * 1000), member)
+        else:
+            log.error("job %s (%s) dead-lettered (%s) after attempt %d: %s: %s", d.id.decode(), d.task,
+                      decision.reason, d.attempt, etype, emsg, extra=extra)
+            d.stats.dead[d.si] += 1
+            self._dead(d.si, d.id, d.fields, decision.reason, etype, emsg, d.attempt, tb, d.job_id, d.result_ttl,
+                       d.task, d.ran_ns)
+
+    # -- a job did not run ------------------------------------------------------------------
+    def rejected(self, si: int, entry_id: bytes, r: Rejected) -> None:
+        """Bad input (:class:`Rejected` at decode): dead-letter it, with a log line."""
+        queue = self.queues[si]
+        self.stats_of(r.task).dead[si] += 1
+        log.error("entry %s of %s dead-lettered (%s): %s", entry_id.decode(), queue, r.reason, r.message,
+                  extra={"event": "dead-letter", "task": r.task, "queue": queue})
+        self._dead(si, entry_id, r.fields, r.reason, r.error_type, r.message, 1, "", r.job_id, r.result_ttl, r.task, 0)
+
+    def hand_back(self, d: Delivery) -> None:
+        """Fetched but never run (stopping): return it to its stream for any worker."""
+        self.holder.batch.hand_back(d.si, d.id, d.fields)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _dead(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str, emsg: str,
+              deliveries: int, tb: str, job_id: str | None, result_ttl: int | None, task: str, ran_ns: int) -> None:
+        if result_ttl is not None:
+            self._status(si, entry_id, job_id, result_ttl, b"dead", b"reason", reason, b"errorType", etype,
+                         b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % deliveries)
+        if self.history:
+            self._record(si, entry_id, job_id, task, b"dead", deliveries, ran_ns, b"reason", reason,
+                         b"errorType", etype, b"errorMessage", emsg)
+        dl = wire.dead_letter_fields(
+            fields, original_id=entry_id.decode(), queue_key=self.streams[si], reason=reason,
+            delivery_count=deliveries, consumer=self.consumer, error_type=etype,
+            error_message=emsg, traceback=tb,
+        )
+        self.holder.batch.dead(si, entry_id, self.dead_letters[si], self.dlq_maxlen, dl)
+
+    def _status(self, si: int, entry_id: bytes, job_id: str | None, ttl_ms: int, status: bytes, *extra: Any) -> None:
+        if job_id:
+            self.holder.batch.status(si, entry_id, self.keys.result(job_id), ttl_ms,
+                                (b"status", status, b"updatedAt", b"%d" % wire.now_ms(), *extra))
+
+    def _record(self, si: int, entry_id: bytes, job_id: str | None, task: str, outcome: bytes, attempt: int,
+                ran_ns: int, *extra: Any) -> None:
+        """Job-history record of an outcome settled by another operation
+        (the same fields as settle.lua's 'k' writes for plain successes)."""
+        self.holder.batch.record(si, entry_id, (
+            b"entryId", entry_id, b"jobId", job_id or "", b"taskName", task, b"queue", self.queues[si],
+            b"outcome", outcome, b"attempt", attempt, b"durationMs", ran_ns // 1_000_000,
+            b"finishedAt", wire.now_ms(), *extra))
