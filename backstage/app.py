@@ -130,6 +130,9 @@ class Backstage:
         tls: CA and client certificate files for a ``rediss://`` URL
             (:class:`TlsSettings`); ``backstage-prefork --tls-ca …`` fills
             it in for an app that has none.
+        history: workers of this app keep a capped stream of the last ~N
+            finished jobs (``backstage jobs``, the dashboard); 0 (default)
+            keeps none. ``backstage-prefork --history N`` overrides it.
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class Backstage:
         group: str = DEFAULT_GROUP,
         name: str = "backstage",
         tls: TlsSettings | None = None,
+        history: int = 0,
     ) -> None:
         self.redis_url = resolve_url(redis_url)
         self.tls = tls
@@ -149,6 +153,9 @@ class Backstage:
         self.prefix = prefix
         self.group = group
         self.name = name
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ConfigError(f"history={history!r}: expected a number of jobs >= 0 (0: off)")
+        self.history = history
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.child_start_hooks: list[Callable[[], Any]] = []
         self.cron_entries: list[CronEntry] = []

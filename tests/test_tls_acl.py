@@ -162,8 +162,10 @@ def test_acl_cli_prints_rules_redis_accepts(tls_server: RedisServer, tls_files: 
                 assert line == acl.setuser(role, "shop", f"cli-{role}", selectors=not extra)
                 assert admin.execute_command(*shlex.split(line)) in (b"OK", "OK", True)
                 user = admin.acl_getuser(f"cli-{role}")
-                # admin (and a 6.2 worker) own the prefix; the others every key under it but P:control
-                assert ("~shop:*" if role == "admin" or (role == "worker" and extra) else "~shop:[^c]*") in user["keys"]
+                # admin, the read-only viewer (and a 6.2 worker) reach the whole prefix; the others
+                # every key under it but P:control
+                whole = role in ("admin", "viewer") or (role == "worker" and bool(extra))
+                assert ("~shop:*" if whole else "~shop:[^c]*") in user["keys"]
                 assert "~shop:control" not in user["keys"] and not user["passwords"]  # no password: cannot log in
         producer = admin.acl_getuser("cli-producer")  # (set last without selectors)
         assert "+xadd" in producer["commands"] and "+xreadgroup" not in producer["commands"]

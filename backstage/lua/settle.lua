@@ -14,6 +14,13 @@
 --   's', <stream idx>, <id>, <result idx>, <ttl ms>, <n>, f1 .. fn
 --                                                   HSET the job's status hash (no ack; comes
 --                                                   before the operation that acks the entry)
+--   'h', <stream idx>, <id>, <history idx>, <maxlen>, <n>, f1 .. fn
+--                                                   XADD a job-history record (no ack; like 's', only
+--                                                   while the entry is ours, before the op that acks it)
+--   'k', <stream idx>, <history idx>, <maxlen>, <queue>, <n>, then n groups of
+--        <id> <jobId> <taskName> <attempt> <durationMs> <finishedAt>
+--                                                   ack (plain success) and, for each entry this
+--                                                   XACK acknowledged, XADD its history record
 -- Returns: the number of side-effect operations skipped because the entry
 -- was no longer pending for this consumer (another worker reclaimed it: that
 -- worker now owns the job's outcome, so writing ours would duplicate work).
@@ -49,6 +56,55 @@ while i <= n do
       if delete then redis.call('XDEL', stream, unpack(ARGV, s, e)) end
     end
     i = last + 1
+  elseif op == 'k' then
+    -- a record exists exactly for the entries this call acks. Fast path: one
+    -- XPENDING over the batch's id range shows every id still pending, so the
+    -- batch XACK acks them all. Otherwise (some already acked, by us earlier
+    -- or by a worker that took them over) each id is acked on its own and
+    -- recorded only if its XACK answered 1.
+    local hist, maxlen, queue = KEYS[tonumber(ARGV[i + 2])], ARGV[i + 3], ARGV[i + 4]
+    local count = tonumber(ARGV[i + 5])
+    local first, last = i + 6, i + 5 + 6 * count
+    local ids, want = {}, {}
+    local lo, hi, lo_id, hi_id
+    for j = first, last, 6 do
+      local id = ARGV[j]
+      ids[#ids + 1] = id
+      want[id] = true
+      local ms, sq = string.match(id, '^(%d+)-(%d+)$')
+      local k = {tonumber(ms), tonumber(sq)}
+      if lo == nil or k[1] < lo[1] or (k[1] == lo[1] and k[2] < lo[2]) then lo, lo_id = k, id end
+      if hi == nil or k[1] > hi[1] or (k[1] == hi[1] and k[2] > hi[2]) then hi, hi_id = k, id end
+    end
+    local all = false
+    local p = redis.pcall('XPENDING', stream, group, lo_id, hi_id, count)
+    if type(p) == 'table' and not p.err and #p == count then
+      all = true
+      for _, e in ipairs(p) do
+        if not want[e[1]] then all = false break end
+      end
+    end
+    local function record(j)
+      redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*', 'entryId', ARGV[j], 'jobId', ARGV[j + 1],
+        'taskName', ARGV[j + 2], 'queue', queue, 'outcome', 'ok', 'attempt', ARGV[j + 3],
+        'durationMs', ARGV[j + 4], 'finishedAt', ARGV[j + 5])
+    end
+    if all then
+      for s = 1, #ids, 1000 do
+        local e = math.min(s + 999, #ids)
+        redis.call('XACK', stream, group, unpack(ids, s, e))
+        if delete then redis.call('XDEL', stream, unpack(ids, s, e)) end
+      end
+      for j = first, last, 6 do record(j) end
+    else
+      for j = first, last, 6 do
+        if redis.pcall('XACK', stream, group, ARGV[j]) == 1 then
+          if delete then redis.call('XDEL', stream, ARGV[j]) end
+          record(j)
+        end
+      end
+    end
+    i = last + 1
   else
     local id = ARGV[i + 2]
     local mine = owned(stream, id)
@@ -73,12 +129,16 @@ while i <= n do
         redis.call('XADD', KEYS[tonumber(ARGV[i + 3])], 'MAXLEN', '~', ARGV[i + 4], '*', unpack(ARGV, i + 6, i + 5 + nf))
       end
       i = i + 6 + nf
-    elseif op == 's' then
+    elseif op == 's' or op == 'h' then
       local nf = tonumber(ARGV[i + 5])
       if mine then
         local key = KEYS[tonumber(ARGV[i + 3])]
-        redis.call('HSET', key, unpack(ARGV, i + 6, i + 5 + nf))
-        redis.call('PEXPIRE', key, ARGV[i + 4])
+        if op == 's' then
+          redis.call('HSET', key, unpack(ARGV, i + 6, i + 5 + nf))
+          redis.call('PEXPIRE', key, ARGV[i + 4])
+        else
+          redis.call('XADD', key, 'MAXLEN', '~', ARGV[i + 4], '*', unpack(ARGV, i + 6, i + 5 + nf))
+        end
       else
         skipped = skipped - 1  -- counted once, with the operation that acks
       end

@@ -1,5 +1,5 @@
 """Least-privilege Redis ACL rules for the roles of Backstage, and the
-``backstage acl producer|worker|admin`` command that prints them.
+``backstage acl producer|worker|admin|viewer`` command that prints them.
 
 - **producer** (``Client``, ``AsyncClient``, ``app.enqueue``): enqueue now,
   later, deduplicated or with a tracked result, broadcast, read a tracked
@@ -17,6 +17,10 @@
 - **admin** (the operator CLI ``backstage inspect|dlq|workers|control``,
   dashboard actions): everything a worker may do, plus the operator's reads
   (XRANGE, SCAN, MGET, BLPOP…) and writing ``P:control``.
+- **viewer** (``backstage dashboard`` without ``--allow-actions``): reads
+  only: stream lengths and ranges, consumer-group and pending summaries,
+  the scheduled set, presence, cron markers, result hashes, job history.
+  It can write nothing and run no Lua.
 
 Neither the producer's nor (with selectors) the worker's key patterns
 match ``P:control``: they grant ``P:<anything but control>`` with glob
@@ -46,7 +50,7 @@ from ..protocol.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["ROLES", "rules", "setuser", "add_parser", "run"]
 
-ROLES = ("producer", "worker", "admin")
+ROLES = ("producer", "worker", "admin", "viewer")
 
 #: Connection set-up and the version check (INFO) every client does first.
 _CONNECT = ("ping", "select", "info")
@@ -64,7 +68,13 @@ _WORKER = (
     "xread", "xreadgroup", "xack", "xdel", "xpending", "xautoclaim", "xclaim", "xlen",
     "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xgroup|create", "xgroup|destroy", "xgroup|delconsumer",
     "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore", "zcount",
-    "get", "smembers", "rpush",
+    "get", "smembers", "rpush", "hincrby", "expire",
+)
+#: Viewer: the dashboard's read-only pages (backstage/web/data.py, deadletters.py, ops/history.py).
+_VIEWER = (
+    "ping", "select", "info", "scan", "exists", "type", "get", "mget", "smembers", "hgetall", "hmget",
+    "xlen", "xrange", "xrevrange", "xpending", "xinfo|stream", "xinfo|groups", "xinfo|consumers",
+    "zcard", "zrange", "zrangebyscore",
 )
 #: Worker, Redis 7+: load the producer library (functions live outside key space).
 _WORKER_FUNCTIONS = ("function|load",)
@@ -97,7 +107,7 @@ def _all_but(head: str, word: str) -> list[str]:
 
 
 def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True, scripts: bool = True) -> list[str]:
-    """The ACL rules of ``role`` (``"producer"``, ``"worker"`` or ``"admin"``) for keys under ``prefix``.
+    """The ACL rules of ``role`` (one of :data:`ROLES`) for keys under ``prefix``.
 
     Args:
         selectors: Redis 7+: confine the producer's SET/EXISTS to dedupe markers
@@ -123,6 +133,8 @@ def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True, sc
     if selectors:
         out.append("clearselectors")
     out.append("-@all")
+    if role == "viewer":  # reads only, P:control included (reading it steers nothing)
+        return out + [f"~{head}*", *(f"+{c}" for c in _VIEWER)]
     if role == "admin" or (role == "worker" and not selectors):
         out.append(f"~{head}*")  # (a 6.2 worker can write P:control: it has no selectors to fence it off)
     else:
@@ -167,9 +179,10 @@ def setuser(role: str, prefix: str = DEFAULT_PREFIX, user: str | None = None, *,
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """The ``acl`` subcommand of the ``backstage`` CLI."""
     a = sub.add_parser(
-        "acl", help="print the least-privilege ACL SETUSER line for a producer, a worker or an admin",
-        description="Print an ACL SETUSER line granting only what a Backstage producer, worker or admin "
-                    "(operator CLI, dashboard, remote control) needs. "
+        "acl", help="print the least-privilege ACL SETUSER line for a producer, a worker, an admin or a "
+                    "dashboard viewer",
+        description="Print an ACL SETUSER line granting only what a Backstage producer, worker, admin "
+                    "(operator CLI, dashboard actions, remote control) or read-only dashboard viewer needs. "
                     "It sets no password: pipe it to redis-cli, then run ACL SETUSER <user> >password.",
     )
     a.add_argument("role", choices=ROLES)

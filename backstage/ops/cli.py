@@ -1,6 +1,7 @@
 """``backstage`` (also ``python -m backstage``): the operator's command line.
 
-Commands: ``enqueue``, ``inspect``, ``workers``, ``control``, ``dlq``, ``functions`` and ``acl``. Every command
+Commands: ``enqueue``, ``inspect``, ``workers``, ``control``, ``dlq``, ``jobs``, ``dashboard``, ``functions``
+and ``acl``. Every command
 that talks to Redis takes ``--redis-url/--prefix/--group`` and ``--tls-ca/--tls-cert/--tls-key``
 (with BACKSTAGE_* environment fallbacks) and ``--json``. Errors are one line on stderr and a
 non-zero exit code.
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 import orjson
 import redis
 
-from . import acl, dlq, inspect
+from . import acl, dlq, history, inspect
 from ..connections import redis_conn
 from ..client import Client
 from ..errors import BackstageError
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("action", choices=["load"])
     _common(f)
     acl.add_parser(sub)
+    history.add_parser(sub, _common)
+    from ..web import cli as web_cli  # no web dependency imported until the command runs
+    web_cli.add_parser(sub, _common)
     return p
 
 
@@ -228,10 +232,23 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return dlq.run(args, url, prefix)
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    url, prefix, _ = _settings(args)
+    return history.run(args, url, prefix)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ..web import cli as web_cli
+
+    url, prefix, group = _settings(args)
+    return web_cli.run(args, url, prefix, group)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"enqueue": cmd_enqueue, "inspect": cmd_inspect, "workers": cmd_workers, "control": cmd_control,
-                "dlq": cmd_dlq, "functions": cmd_functions, "acl": acl.run}
+                "dlq": cmd_dlq, "acl": acl.run, "jobs": cmd_jobs, "dashboard": cmd_dashboard,
+                "functions": cmd_functions}
     try:
         return commands[args.command](args)
     except BackstageError as exc:

@@ -8,7 +8,9 @@ Owns the ``P:workers`` key family (ours):
   masters, alive or dead, from other SDKs' consumers (:func:`dead_consumers`,
   and ``reclaim.lua``);
 - ``P:workers:<consumer>`` its last heartbeat (JSON), with the same expiry;
-- ``P:workers:paused`` set of queue names no worker fetches from.
+- ``P:workers:paused`` set of queue names no worker fetches from;
+- ``P:workers:minute:<epoch minute>`` hash: jobs ``processed`` and ``failed``
+  by all workers in that minute (each heartbeat adds its deltas; kept 2 h).
 
 Written by masters (heartbeats), read by clients and the CLI. Control
 commands and their replies (``P:workers:reply:<id>``) are
@@ -26,30 +28,37 @@ import redis
 from ..protocol.keys import Keys
 
 __all__ = ["RESERVED_CONSUMERS", "KNOWN_FOR_MS", "heartbeat", "live_consumers", "live_workers", "remove",
-           "dead_consumers", "paused_queues", "set_paused"]
+           "dead_consumers", "paused_queues", "set_paused", "per_minute"]
 
 RESERVED_CONSUMERS = frozenset({"paused", "reply"})
 #: How long a dead master stays listed in P:workers (as ours, and provably dead).
 KNOWN_FOR_MS = 7 * 24 * 3600 * 1000
+MINUTE_TTL_S = 7200  # per-minute job counts are kept two hours (the dashboard charts one)
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any],
-              ttl_ms: int) -> tuple[set[str], int]:
-    """Publish one master's presence; returns the paused queues and how many masters
-    are alive (one round trip)."""
+def heartbeat(r: "redis.Redis", keys: Keys, consumer: str, info: dict[str, Any], ttl_ms: int,
+              counts: tuple[int, int] = (0, 0)) -> tuple[set[str], int]:
+    """Publish one master's presence, and add ``counts`` (jobs processed,
+    failed since the last heartbeat) to this minute's totals; returns the
+    paused queues and how many masters are alive (one round trip)."""
     now = int(time.time() * 1000)
     pipe = r.pipeline(transaction=False)
+    if counts[0] or counts[1]:
+        minute = keys.worker_minute(now // 60_000)
+        pipe.hincrby(minute, "processed", counts[0])
+        pipe.hincrby(minute, "failed", counts[1])
+        pipe.expire(minute, MINUTE_TTL_S)
     pipe.set(keys.worker(consumer), orjson.dumps(info), px=ttl_ms)
     pipe.zadd(keys.workers, {consumer: now + ttl_ms})
     pipe.zremrangebyscore(keys.workers, "-inf", now - KNOWN_FOR_MS)
     pipe.smembers(keys.paused)
     pipe.zcount(keys.workers, now, "+inf")
     replies = pipe.execute()
-    return {_text(q) for q in replies[3]}, int(replies[4])
+    return {_text(q) for q in replies[-2]}, int(replies[-1])
 
 
 def remove(r: "redis.Redis", keys: Keys, consumer: str) -> None:
@@ -81,6 +90,16 @@ def live_workers(r: "redis.Redis", keys: Keys) -> list[dict[str, Any]]:
         if raw is not None:
             out.append(orjson.loads(raw))
     return sorted(out, key=lambda w: w.get("consumer", ""))
+
+
+def per_minute(r: "redis.Redis", keys: Keys, minutes: int, now_ms: int | None = None) -> list[tuple[int, int, int]]:
+    """(epoch minute, processed, failed) of the last ``minutes`` minutes, oldest first."""
+    last = (now_ms if now_ms is not None else int(time.time() * 1000)) // 60_000
+    span = range(last - minutes + 1, last + 1)
+    pipe = r.pipeline(transaction=False)
+    for m in span:
+        pipe.hmget(keys.worker_minute(m), "processed", "failed")
+    return [(m, int(p or 0), int(f or 0)) for m, (p, f) in zip(span, pipe.execute())]
 
 
 def paused_queues(r: "redis.Redis", keys: Keys) -> set[str]:

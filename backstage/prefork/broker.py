@@ -30,15 +30,22 @@ class SettleBatch:
     """Outcomes waiting to be committed, as ``settle.lua`` operations.
 
     ``si`` is a stream's position in the master's subscribed streams.
+    ``history`` (the ``P:history`` key, its cap, and the queue name of each
+    stream) turns on job-history records; without it the batch writes none.
     """
 
-    __slots__ = ("keys", "_index", "_acks", "_ops", "count", "_nstreams", "_op_ids")
+    __slots__ = ("keys", "_index", "_acks", "_ops", "count", "_nstreams", "_op_ids", "_history", "_hacks")
 
-    def __init__(self, scheduled: str, streams: Sequence[str]) -> None:
+    def __init__(self, scheduled: str, streams: Sequence[str],
+                 history: tuple[str, int, Sequence[str]] | None = None) -> None:
         self.keys: list[str] = [scheduled, *streams]
-        self._index = {k: i + 1 for i, k in enumerate(self.keys)}
         self._nstreams = len(streams)
+        self._history = history
+        if history is not None:
+            self.keys.append(history[0])  # always at index len(streams) + 2
+        self._index = {k: i + 1 for i, k in enumerate(self.keys)}
         self._acks: list[list[bytes]] = [[] for _ in streams]
+        self._hacks: list[list[Any]] = [[] for _ in streams]  # plain successes with a history record
         self._ops: list[Any] = []
         self._op_ids: list[tuple[int, bytes]] = []  # (si, entry id) acked by an operation
         self.count = 0  # outcomes (entries to ack); status writes ride along
@@ -53,6 +60,18 @@ class SettleBatch:
     def ack(self, si: int, entry_id: bytes) -> None:
         self._acks[si].append(entry_id)
         self.count += 1
+
+    def ack_recorded(self, si: int, entry_id: bytes, job_id: str, task: str, attempt: int,
+                     duration_ms: int, finished_ms: int) -> None:
+        """Plain success with a history record (written only if this ack acknowledges the entry)."""
+        self._hacks[si] += (entry_id, job_id, task, attempt, duration_ms, finished_ms)
+        self.count += 1
+
+    def record(self, si: int, entry_id: bytes, fields: Sequence[Any]) -> None:
+        """A history record for an entry that another operation of this batch
+        settles (retry, dead letter, next step); call it before that operation."""
+        assert self._history is not None
+        self._ops += (b"h", si + 2, entry_id, self._nstreams + 2, self._history[1], len(fields), *fields)
 
     def add_next(self, si: int, entry_id: bytes, target: str, fields: Mapping[Any, Any]) -> None:
         flat = flatten(fields)
@@ -86,11 +105,14 @@ class SettleBatch:
         for si, ids in enumerate(self._acks):
             for entry_id in ids:
                 yield si, entry_id
+        for si, group in enumerate(self._hacks):
+            for entry_id in group[::6]:
+                yield si, entry_id
         yield from self._op_ids
 
     @property
     def acks_only(self) -> bool:
-        return not self._ops
+        return not self._ops and not any(self._hacks)
 
     def ack_lists(self) -> Iterator[tuple[str, list[bytes]]]:
         """(stream key, ids) of the plain acks."""
@@ -109,13 +131,20 @@ class SettleBatch:
         for si, ids in enumerate(self._acks):
             if ids:
                 out += (b"a", si + 2, len(ids), *ids)
+        if self._history is not None:
+            _, maxlen, queues = self._history
+            for si, group in enumerate(self._hacks):
+                if group:
+                    out += (b"k", si + 2, self._nstreams + 2, maxlen, queues[si], len(group) // 6, *group)
         return out
 
     def clear(self) -> None:
-        self.keys = self.keys[: self._nstreams + 1]
+        self.keys = self.keys[: self._nstreams + 1 + (self._history is not None)]
         self._index = {k: i + 1 for i, k in enumerate(self.keys)}
         for ids in self._acks:
             ids.clear()
+        for group in self._hacks:
+            group.clear()
         self._ops = []
         self._op_ids = []
         self.count = 0
@@ -126,8 +155,9 @@ class MasterBroker:
     master decides how to survive them."""
 
     def __init__(self, url: str, keys: Keys, group: str, consumer: str, queues: Sequence[str],
-                 *, delete_on_ack: bool, socket_timeout: float = 10.0) -> None:
+                 *, delete_on_ack: bool, socket_timeout: float = 10.0, history: int = 0) -> None:
         self.keys = keys
+        self.history = (keys.history, history, list(queues)) if history > 0 else None
         self.group = group
         self.consumer = consumer
         self.streams = [keys.stream(q) for q in queues]
@@ -169,7 +199,7 @@ class MasterBroker:
             scripts.load_library(self.redis)
 
     def new_batch(self) -> SettleBatch:
-        return SettleBatch(self.keys.scheduled, self.streams)
+        return SettleBatch(self.keys.scheduled, self.streams, self.history)
 
     # -- fetching ----------------------------------------------------------
     def start_wait(self, tails: Sequence[bytes], active: Sequence[int], block_ms: int) -> Any:

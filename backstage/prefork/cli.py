@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--idle-timeout (default 600) [FOREIGN_IDLE_TIMEOUT]")
     p.add_argument("--dead-letter-maxlen", type=int, metavar="N",
                    help="approximate cap of each dead-letter stream (default 100000) [DEAD_LETTER_MAXLEN]")
+    p.add_argument("--history", type=int, metavar="N",
+                   help="keep a capped stream of the last ~N finished jobs for `backstage jobs` and the "
+                        "dashboard (default: the app's history setting, else 0 = off) [HISTORY]")
     p.add_argument("--redis-timeout", type=float, metavar="S",
                    help="seconds a Redis command may take before it counts as failed (default 10) [REDIS_TIMEOUT]")
     p.add_argument("--heartbeat-interval", type=float, metavar="S",
@@ -160,13 +163,15 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
                        ("max_batch", int), ("max_deliveries", int), ("long_job_threshold", float), ("unknown_task_hops", int), ("idle_timeout", float),
                        ("foreign_idle_timeout", float),
                        ("dead_letter_maxlen", int), ("max_payload_bytes", int), ("redis_timeout", float),
-                       ("heartbeat_interval", float), ("metrics_port", int)):
+                       ("heartbeat_interval", float), ("metrics_port", int), ("history", int)):
         v = _opt(args, name, conv)
         if v is not None:
             kw[name] = v
     queues = _opt(args, "queues")
     if queues is not None:
         kw["queues"] = tuple(q.strip() for q in queues.split(",") if q.strip())
+    if "history" not in kw and app.history:
+        kw["history"] = app.history
     kw["redis_url"] = _redis_url(args, app)
     kw["prefix"] = _opt(args, "prefix") or app.prefix
     kw["group"] = _opt(args, "group") or app.group

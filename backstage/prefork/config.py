@@ -69,6 +69,8 @@ class WorkerConfig:
     broadcast_interval: float = 0.2
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
+    #: keep a capped stream of the last N finished jobs (``P:history``); 0: off, nothing written
+    history: int = 0
 
     @property
     def foreign_idle(self) -> float:
@@ -109,6 +111,7 @@ class WorkerConfig:
             raise ConfigError(f"unknown_task={self.unknown_task!r}: use {' or '.join(UNKNOWN_TASK_MODES)}")
         _positive("unknown_task_hops", self.unknown_task_hops, integer=True)
         _positive("dead_letter_maxlen", self.dead_letter_maxlen, integer=True)
+        _positive("history", self.history, integer=True, zero=True)
         _positive("max_payload_bytes", self.max_payload_bytes, integer=True)
         _positive("block_timeout", self.block_timeout)
         _positive("promote_interval", self.promote_interval)

@@ -136,6 +136,7 @@ class Dispatcher:
             raise ValueError(f"outcome for job {seq} but child {child.index} runs "
                              f"{inflight[0].seq if inflight else 'nothing'}")
         d = inflight.popleft()
+        d.ran_ns = duration_ns
         child.head_started = self.clock()
         child.tasks_done += 1
         limit = self.cfg.max_tasks_per_child

@@ -50,7 +50,7 @@ class Delivery:
     """
 
     __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt", "attempts", "backoff", "result_ttl",
-                 "stats", "payload", "job_id", "workflow_id", "traceparent")
+                 "stats", "payload", "job_id", "workflow_id", "traceparent", "ran_ns")
 
     def __init__(self, seq: int, si: int, entry_id: bytes, fields: dict[bytes, bytes], task: str,
                  stats: "TaskStats", payload: bytes, job_id: str | None, timeout: float | None, attempt: int,
@@ -71,6 +71,7 @@ class Delivery:
         self.result_ttl = result_ttl  # ms; None: the job keeps no status
         self.workflow_id = workflow_id
         self.traceparent = traceparent  # W3C trace context (backstage[otel]); None: untraced
+        self.ran_ns = 0  # how long the handler ran, once its outcome frame says (job history)
 
     @property
     def log_id(self) -> str:

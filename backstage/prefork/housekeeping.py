@@ -74,6 +74,7 @@ class Housekeeper:
         self.worker = worker
         self.interval = cfg.heartbeat_interval
         self.next_heartbeat = 0.0
+        self.reported = (0, 0)  # processed, failed as of the last heartbeat
         self.next_broadcast = 0.0
         self.next_group_sweep = 0.0
         self.control_after = b"0-0"  # the last P:control id seen (set at start: only newer ones count)
@@ -150,12 +151,19 @@ class Housekeeper:
             except psutil.Error:
                 pass
         return {"consumer": self.cfg.consumer, "host": self.host, "pid": os.getpid(), "group": self.cfg.group,
-                **self.worker.status(), "rss": rss, "version": __version__}
+                **self.worker.status(), "rss": rss, "version": __version__,
+                "cron": [{"name": e.name, "expr": e.expr, "task": e.task, "tz": e.tz, "queue": e.queue}
+                         for e in self.app.cron_entries]}
 
     def heartbeat(self) -> None:
         self.next_heartbeat = self.clock() + self.interval
         ttl_ms = math.ceil(self.interval * 3000)
-        paused, self.live = presence.heartbeat(self.broker.redis, self.keys, self.cfg.consumer, self.info(), ttl_ms)
+        info = self.info()
+        done = (info["processed"], info["failed"])
+        counts = (done[0] - self.reported[0], done[1] - self.reported[1])
+        paused, self.live = presence.heartbeat(self.broker.redis, self.keys, self.cfg.consumer, info, ttl_ms,
+                                               counts)
+        self.reported = done  # after the call: a failed heartbeat reports them next time
         self.worker.set_paused(paused)
 
     # -- broadcast and remote control (control.Controllable) ---------------------------------

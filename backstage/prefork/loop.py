@@ -72,7 +72,7 @@ class Master:
         self.queues = list(config.queues)
         self.broker = MasterBroker(config.redis_url, self.keys, config.group, config.consumer,
                                    config.queues, delete_on_ack=config.delete_on_ack,
-                                   socket_timeout=config.redis_timeout)
+                                   socket_timeout=config.redis_timeout, history=config.history)
         self.sel = selectors.DefaultSelector()
         self._sig_r, self._sig_w = socket.socketpair()
         self.health = RedisHealth(self.broker.where, clock)
@@ -90,8 +90,8 @@ class Master:
         self.decoder = Decoder(app, config.default_timeout, config.max_payload_bytes, self.metrics.task)
         self.outcomes = Outcomes(app, self.keys, self.queues, self.exchange, self.metrics.task,
                                  consumer=config.consumer, max_deliveries=config.max_deliveries,
-                                 dead_letter_maxlen=config.dead_letter_maxlen, unknown_task=config.unknown_task,
-                                 unknown_task_hops=config.unknown_task_hops)
+                                 dead_letter_maxlen=config.dead_letter_maxlen, history=config.history > 0,
+                                 unknown_task=config.unknown_task, unknown_task_hops=config.unknown_task_hops)
         self.recovery = Recovery(self.broker, config, self.health, self.queues, held=self.held_entries,
                                  room=self.exchange.room, active=self.exchange.active_streams, accept=self.accept,
                                  children=lambda: self.supervisor.concurrency,

@@ -59,8 +59,10 @@ class Outcomes:
 
     def __init__(self, app: "Backstage", keys: Keys, queues: Sequence[str], holder: BatchHolder,
                  stats_of: Callable[[str], "TaskStats"], *, consumer: str, max_deliveries: int,
-                 dead_letter_maxlen: int, unknown_task: str = "dead-letter", unknown_task_hops: int = 10) -> None:
+                 dead_letter_maxlen: int, history: bool = False, unknown_task: str = "dead-letter",
+                 unknown_task_hops: int = 10) -> None:
         self.app = app
+        self.history = history  # write a job-history record with each outcome (--history N)
         self.keys = keys
         self.queues = list(queues)
         self.streams = [keys.stream(q) for q in queues]
@@ -83,7 +85,11 @@ class Outcomes:
         if d.result_ttl is not None:
             self._status(d.si, d.id, d.job_id, d.result_ttl, b"done", b"value", value if value is not None else b"null")
         if step is None:
-            self.holder.batch.ack(d.si, d.id)
+            if self.history:
+                self.holder.batch.ack_recorded(d.si, d.id, d.job_id or "", d.task, d.attempt,
+                                               d.ran_ns // 1_000_000, wire.now_ms())
+            else:
+                self.holder.batch.ack(d.si, d.id)
         else:
             self.next_step(d, step)
 
@@ -106,6 +112,8 @@ class Outcomes:
         if tp:
             fields["traceparent"] = tp
         stream = self.keys.stream(q)
+        if self.history:
+            self._record(d.si, d.id, d.job_id, d.task, b"ok", d.attempt, d.ran_ns)
         if step.delay_ms and step.delay_ms > 0:
             self.holder.batch.schedule(d.si, d.id, now + int(step.delay_ms), wire.encode_scheduled(stream, q, fields))
         else:
@@ -128,12 +136,16 @@ class Outcomes:
             if d.result_ttl is not None:
                 self._status(d.si, d.id, d.job_id, d.result_ttl, b"failed", b"errorType", etype,
                              b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % d.attempt)
+            if self.history:
+                self._record(d.si, d.id, d.job_id, d.task, b"failed", d.attempt, d.ran_ns,
+                             b"reason", kind, b"errorType", etype, b"errorMessage", emsg)
             self.holder.batch.schedule(d.si, d.id, wire.now_ms() + round(decision.delay * 1000), member)
         else:
             log.error("job %s (%s) dead-lettered (%s) after attempt %d: %s: %s", d.id.decode(), d.task,
                       decision.reason, d.attempt, etype, emsg, extra=extra)
             d.stats.dead[d.si] += 1
-            self._dead(d.si, d.id, d.fields, decision.reason, etype, emsg, d.attempt, tb, d.job_id, d.result_ttl)
+            self._dead(d.si, d.id, d.fields, decision.reason, etype, emsg, d.attempt, tb, d.job_id, d.result_ttl,
+                       d.task, d.ran_ns)
 
     # -- a job did not run ------------------------------------------------------------------
     def rejected(self, si: int, entry_id: bytes, r: Rejected) -> None:
@@ -162,7 +174,7 @@ class Outcomes:
         self.stats_of(r.task).dead[si] += 1
         log.error("entry %s of %s dead-lettered (%s): %s", entry_id.decode(), queue, r.reason, r.message,
                   extra={"event": "dead-letter", "task": r.task, "queue": queue})
-        self._dead(si, entry_id, r.fields, r.reason, r.error_type, r.message, 1, "", r.job_id, r.result_ttl)
+        self._dead(si, entry_id, r.fields, r.reason, r.error_type, r.message, 1, "", r.job_id, r.result_ttl, r.task, 0)
 
     def hand_back(self, d: Delivery) -> None:
         """Fetched but never run (stopping): return it to its stream for any worker."""
@@ -170,10 +182,13 @@ class Outcomes:
 
     # -- helpers ------------------------------------------------------------------------------
     def _dead(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str, emsg: str,
-              deliveries: int, tb: str, job_id: str | None, result_ttl: int | None) -> None:
+              deliveries: int, tb: str, job_id: str | None, result_ttl: int | None, task: str, ran_ns: int) -> None:
         if result_ttl is not None:
             self._status(si, entry_id, job_id, result_ttl, b"dead", b"reason", reason, b"errorType", etype,
                          b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % deliveries)
+        if self.history:
+            self._record(si, entry_id, job_id, task, b"dead", deliveries, ran_ns, b"reason", reason,
+                         b"errorType", etype, b"errorMessage", emsg)
         dl = wire.dead_letter_fields(
             fields, original_id=entry_id.decode(), queue_key=self.streams[si], reason=reason,
             delivery_count=deliveries, consumer=self.consumer, error_type=etype,
@@ -185,3 +200,12 @@ class Outcomes:
         if job_id:
             self.holder.batch.status(si, entry_id, self.keys.result(job_id), ttl_ms,
                                 (b"status", status, b"updatedAt", b"%d" % wire.now_ms(), *extra))
+
+    def _record(self, si: int, entry_id: bytes, job_id: str | None, task: str, outcome: bytes, attempt: int,
+                ran_ns: int, *extra: Any) -> None:
+        """Job-history record of an outcome settled by another operation
+        (the same fields as settle.lua's 'k' writes for plain successes)."""
+        self.holder.batch.record(si, entry_id, (
+            b"entryId", entry_id, b"jobId", job_id or "", b"taskName", task, b"queue", self.queues[si],
+            b"outcome", outcome, b"attempt", attempt, b"durationMs", ran_ns // 1_000_000,
+            b"finishedAt", wire.now_ms(), *extra))

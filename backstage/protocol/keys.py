@@ -20,7 +20,8 @@ DEFAULT_GROUP = "backstage-workers"
 PRIORITIES: tuple[str, ...] = ("urgent", "default", "low")
 
 #: Words that cannot name a queue: they are other key families under the prefix.
-RESERVED: frozenset[str] = frozenset({"scheduled", "dedupe", "broadcast", "workers", "cron", "result", "control"})
+RESERVED: frozenset[str] = frozenset({"scheduled", "dedupe", "broadcast", "workers", "cron", "result", "history",
+                                     "control"})
 
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
@@ -121,6 +122,10 @@ class Keys:
         """Fire marker of one cron tick (ours)."""
         return f"{self.prefix}:cron:{name}:{tick_ms}"
 
+    def worker_minute(self, minute: int) -> str:
+        """Jobs processed and failed by every worker in one epoch minute (ours, hash)."""
+        return f"{self.prefix}:workers:minute:{minute}"
+
     def cron_last(self, name: str) -> str:
         """Last tick fired of one cron entry, in ms (ours)."""
         return f"{self.prefix}:cron:{name}:last"
@@ -133,3 +138,8 @@ class Keys:
     def result(self, job_id: str) -> str:
         """Result of one job (ours)."""
         return f"{self.prefix}:result:{job_id}"
+
+    @property
+    def history(self) -> str:
+        """Capped stream of finished jobs, one record per settled attempt (ours, opt-in)."""
+        return f"{self.prefix}:history"
