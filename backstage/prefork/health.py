@@ -92,8 +92,9 @@ class RedisHealth:
         outage[1] += 1
 
     def ok(self) -> None:
-        """Redis answered."""
-        if self.backoff:
+        """Redis answered. During the back-off that is the reply to a call sent before
+        the error (read from a socket afterwards), not a sign Redis is back: ignored."""
+        if self.backoff and self.clock() >= self.down_until:
             self.backoff = 0.0
             self.back_at = self.clock()
             outage, self.outage = self.outage, None
