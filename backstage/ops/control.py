@@ -18,12 +18,14 @@ Answers go to ``P:workers:reply:<request id>`` (lists, expiring after
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 import redis
+import redis.asyncio
 
 from ..errors import InvalidJobError
 from ..protocol.keys import Keys, validate_queue
@@ -31,7 +33,8 @@ from ..protocol.wire import encode_payload, now_ms
 
 __all__ = ["CONTROL_TASK", "COMMANDS", "BROADCAST_MAXLEN", "REPLY_TTL_MS", "MAX_CONCURRENCY", "ControlRequest",
            "Controllable", "broadcast_fields", "check_command", "check_concurrency", "request_payload", "send",
-           "tail", "read", "parse_request", "execute", "reply", "collect_replies"]
+           "send_async", "tail", "read", "parse_request", "execute", "reply", "collect_replies",
+           "collect_replies_async"]
 
 CONTROL_TASK = "backstage.control"  # the broadcast task older versions sent control as: now ignored
 COMMANDS = ("ping", "shutdown", "pause", "resume", "concurrency")
@@ -75,6 +78,11 @@ def request_payload(command: str, value: Any, target: str | None, reply_to: str,
 def send(r: "redis.Redis", keys: Keys, payload: dict[str, Any]) -> None:
     """Append one control message to ``P:control`` (admin users only)."""
     r.xadd(keys.control, {"payload": orjson.dumps(payload)}, maxlen=CONTROL_MAXLEN, approximate=True)
+
+
+async def send_async(r: "redis.asyncio.Redis", keys: Keys, payload: dict[str, Any]) -> None:
+    """:func:`send` for an asyncio client."""
+    await r.xadd(keys.control, {"payload": orjson.dumps(payload)}, maxlen=CONTROL_MAXLEN, approximate=True)
 
 
 def tail(r: "redis.Redis", keys: Keys) -> bytes:
@@ -175,4 +183,22 @@ def collect_replies(r: "redis.Redis", key: str, expected: int, timeout: float) -
             break
         out.append(orjson.loads(got[1]))
     r.delete(key)
+    return out
+
+
+async def collect_replies_async(r: "redis.asyncio.Redis", key: str, expected: int,
+                                timeout: float) -> list[dict[str, Any]]:
+    """:func:`collect_replies` for an asyncio client."""
+    out: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(out) < expected:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        got = await r.blpop([key], timeout=max(left, 0.01))
+        if got is None:
+            break
+        out.append(orjson.loads(got[1]))
+    await r.delete(key)
     return out
