@@ -169,6 +169,7 @@ class MasterBroker:
         self._promote = self.redis.register_script(scripts.source("promote"))
         self._reclaim = self.redis.register_script(scripts.source("reclaim"))
         self._renew = self.redis.register_script(scripts.source("renew"))
+        self._reconcile = self.redis.register_script(scripts.source("reconcile"))
         self._forget = self.redis.register_script(scripts.source("forget"))
         self._cron_fire = self.redis.register_script(scripts.source("cron_fire"))
         self.broadcast_group = keys.broadcast_group(consumer)
@@ -395,6 +396,29 @@ class MasterBroker:
         for ids in ids_by_stream:
             args += (len(ids), *ids)
         return int(self._renew(keys=self.streams, args=args))
+
+    def own_pending(self, si: int, start: bytes, count: int) -> list[bytes]:
+        """Ids pending for this consumer in stream ``si`` from ``start`` (``-``, or ``(id``
+        exclusive), oldest first, at most ``count``."""
+        try:
+            rows: Any = self.redis.xpending_range(self.streams[si], self.group, min=start, max="+", count=count,
+                                             consumername=self.consumer)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return []  # no group (yet): nothing is pending; fetch.lua creates it
+            raise
+        return [row["message_id"] for row in rows]
+
+    def reconcile(self, si: int, ids: Sequence[bytes], max_deliveries: int, dlq_maxlen: int,
+                  now_ms: int) -> tuple[list[Any], int, int]:
+        """Claim again entries pending for us that the master does not hold (reconcile.lua).
+
+        Returns (flat [id, fields, deliveries, ...], dead-lettered count, cleaned count).
+        """
+        entries, dead, cleaned = self._reconcile(
+            keys=[self.streams[si], self.dead_letters[si]],
+            args=[self.group, self.consumer, max_deliveries, dlq_maxlen, now_ms, self.delete_flag, *ids])
+        return entries, int(dead), int(cleaned)
 
     def forget_dead_consumers(self, min_idle_ms: int) -> list[str]:
         """Remove consumers with nothing pending that were idle past ``min_idle_ms``."""

@@ -70,7 +70,7 @@ class Exchange:
     def __init__(self, broker: MasterBroker, sel: selectors.BaseSelector, health: RedisHealth,
                  clock: Callable[[], float], demand: Demand, accept: Callable[[int, bytes, list[bytes]], None], *,
                  queues: Sequence[str], redis_timeout: float, block_timeout: float,
-                 fast_job_threshold: float) -> None:
+                 fast_job_threshold: float, on_lost_fetch: Callable[[], None] = lambda: None) -> None:
         self.broker = broker
         self.sel = sel
         self.health = health
@@ -90,6 +90,10 @@ class Exchange:
         self.drained = False  # the last fetch found the streams empty: wait for XREAD to wake us
         self.fetching = True  # False once the master stops (or must stop): settle only
         self.paused: set[str] = set()
+        #: No new fetch while set (the loop sets it while it reconciles our pending list,
+        #: which must not race a fetch whose entries are not in yet).
+        self.fetch_held = False
+        self.on_lost_fetch = on_lost_fetch  # told when a round trip that fetched got no reply
         health.on_error(self._on_redis_error)
 
     # -- what the loop asks --------------------------------------------------------------
@@ -112,7 +116,7 @@ class Exchange:
         while Redis backs off: :meth:`RedisHealth.due`)."""
         d = self.in_flight[0].deadline if self.in_flight else math.inf
         if self.broker.exchanging < self.MAX_IN_FLIGHT and (
-                self.batch.dirty or self.unsent or (not self.drained and self.fetching and self.room() > 0)):
+                self.batch.dirty or self.unsent or (self._may_fetch() and self.room() > 0)):
             if not self.health.up(now):
                 return min(d, self.health.down_until)
             hold = self.hold_until(now)
@@ -130,6 +134,13 @@ class Exchange:
         if not self.demand.may_hold():
             return now
         return self.batch_since + min(self.HOLD_MAX, self.HOLD_SHARE * self.demand.ewma)
+
+    def _may_fetch(self) -> bool:
+        return self.fetching and not self.drained and not self.fetch_held
+
+    def fetch_in_flight(self) -> bool:
+        """Is a fetch sent whose reply is not read yet?"""
+        return any(t.fetch for t in self.in_flight)
 
     def unsettled(self) -> bool:
         """Outcomes not yet known to be committed?"""
@@ -162,7 +173,7 @@ class Exchange:
             batch = self.batch if self.batch.dirty else None
             room = 0
             active = []
-            if self.fetching and not self.drained:
+            if self._may_fetch():
                 active = self.active_streams()
                 # entries settled in this same call leave the PEL before the fetch runs
                 room = self.room() + self.batch.count if active else 0
@@ -174,7 +185,7 @@ class Exchange:
         try:
             sock = self.broker.send_exchange(batch, room, active)
         except redis.RedisError as exc:
-            self._lost(batch)
+            self._lost(batch, fetched=room > 0)  # it may have reached Redis before the error
             self.health.failed("settle" if batch is not None else "fetch", exc)
             return
         self.in_flight.append(RoundTrip(batch, room, active, self.clock() + self.redis_timeout))
@@ -205,7 +216,7 @@ class Exchange:
             skipped, fetched = self.broker.recv_exchange()
         except redis.RedisError as exc:
             settled = self.broker.last_settled
-            self._lost(None if settled else trip.batch)
+            self._lost(None if settled else trip.batch, fetched=trip.fetch > 0)
             self.health.failed("settle" if trip.batch is not None and not settled else "fetch", exc)
             return
         self.health.ok()
@@ -229,8 +240,12 @@ class Exchange:
             self.wait_sock = sock
             self.sel.register(sock, selectors.EVENT_READ, ("wait", None))
 
-    def _lost(self, batch: SettleBatch | None = None) -> None:
-        """Every round trip in flight is lost: their batches are sent again later."""
+    def _lost(self, batch: SettleBatch | None = None, *, fetched: bool = False) -> None:
+        """Every round trip in flight is lost: their batches are sent again later. A fetch
+        among them (or ``fetched``) may have run in Redis: entries may be pending for us that
+        we never saw; the owner of our pending list is told (:attr:`on_lost_fetch`)."""
+        if fetched or self.fetch_in_flight():
+            self.on_lost_fetch()
         lost = [t.batch for t in self.in_flight if t.batch is not None]
         if batch is not None:
             lost.append(batch)
