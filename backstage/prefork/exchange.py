@@ -23,7 +23,7 @@ from typing import Any, Callable, Deque, Iterator, NamedTuple, Protocol, Sequenc
 
 import redis
 
-from .broker import MasterBroker, SettleBatch
+from .broker import MasterBroker, Refused, SettleBatch
 from .health import RedisHealth
 
 __all__ = ["Exchange", "RoundTrip", "Demand"]
@@ -70,7 +70,8 @@ class Exchange:
     def __init__(self, broker: MasterBroker, sel: selectors.BaseSelector, health: RedisHealth,
                  clock: Callable[[], float], demand: Demand, accept: Callable[[int, bytes, list[bytes]], None], *,
                  queues: Sequence[str], redis_timeout: float, block_timeout: float,
-                 fast_job_threshold: float, on_lost_fetch: Callable[[], None] = lambda: None) -> None:
+                 fast_job_threshold: float, on_lost_fetch: Callable[[], None] = lambda: None,
+                 on_refused: Callable[[SettleBatch, list[Refused]], None] | None = None) -> None:
         self.broker = broker
         self.sel = sel
         self.health = health
@@ -94,6 +95,7 @@ class Exchange:
         #: which must not race a fetch whose entries are not in yet).
         self.fetch_held = False
         self.on_lost_fetch = on_lost_fetch  # told when a round trip that fetched got no reply
+        self.on_refused = on_refused or _log_refused  # told of operations Redis refused (entries not acked)
         health.on_error(self._on_redis_error)
 
     # -- what the loop asks --------------------------------------------------------------
@@ -213,7 +215,7 @@ class Exchange:
     def _receive(self) -> None:
         trip = self.in_flight.popleft()
         try:
-            skipped, fetched = self.broker.recv_exchange()
+            skipped, refused, fetched = self.broker.recv_exchange()
         except redis.RedisError as exc:
             settled = self.broker.last_settled
             self._lost(None if settled else trip.batch, fetched=trip.fetch > 0)
@@ -222,6 +224,8 @@ class Exchange:
         self.health.ok()
         if skipped:
             log.warning("%d outcome(s) not applied: their entries were reclaimed by another worker", skipped)
+        if refused and trip.batch is not None:
+            self.on_refused(trip.batch, refused)
         if fetched is None:
             return
         entries, tails = fetched
@@ -266,14 +270,20 @@ class Exchange:
         for batch in [*self.unsent, self.batch]:
             if not batch.dirty or not self.health.up(self.clock()):
                 continue
+            if batch is self.batch:  # what replaces a refused operation goes into a fresh batch
+                self.batch = self.broker.new_batch()
             try:
-                skipped = self.broker.settle(batch)
+                skipped, refused = self.broker.settle(batch)
             except redis.RedisError as exc:
                 self.health.failed("settle", exc)
+                if batch not in self.unsent:
+                    self.unsent.append(batch)
                 continue
             self.health.ok()
             if skipped:
                 log.warning("%d outcome(s) not applied: their entries were reclaimed by another worker", skipped)
+            if refused:
+                self.on_refused(batch, refused)  # what replaces them goes into the current batch
             batch.clear()
         self.unsent = [b for b in self.unsent if b.dirty]
 
@@ -316,3 +326,8 @@ class Exchange:
             self.paused = paused
             self.stop_waiting()  # the outstanding XREAD may name a paused stream
             self.drained = False
+
+
+def _log_refused(batch: SettleBatch, refused: list[Refused]) -> None:
+    for r in refused:
+        log.error("Redis refused operation %r for entry %s: %s", r.op.decode(), r.entry_id.decode(), r.error)

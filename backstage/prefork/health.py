@@ -15,6 +15,8 @@ import collections
 import logging
 from typing import Callable
 
+import redis
+
 __all__ = ["RedisHealth", "BACKOFF_MAX"]
 
 log = logging.getLogger("backstage.prefork")
@@ -32,6 +34,7 @@ class RedisHealth:
         self.down_until = 0.0  # no Redis work before this (clock time)
         self.backoff = 0.0  # the current back-off; 0 once Redis answered again
         self.errors: collections.Counter[str] = collections.Counter()
+        self.last_error: Exception | None = None
         self._listeners: list[Callable[[], None]] = []
 
     def on_error(self, fn: Callable[[], None]) -> None:
@@ -54,13 +57,26 @@ class RedisHealth:
     def failed(self, what: str, exc: Exception) -> None:
         """Redis failed during ``what``: back off, tell the listeners, log it."""
         self.errors[what] += 1
+        self.last_error = exc
         self.backoff = min(max(self.backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
         self.down_until = self.clock() + self.backoff
         for fn in self._listeners:
             fn()
-        log.warning("Redis error during %s at %s: %s; retrying in %.1fs", what, self.where,
+        # an error reply is Redis refusing the command, not Redis being away: say which
+        kind = "refused" if isinstance(exc, redis.ResponseError) else "error"
+        log.warning("Redis %s during %s at %s: %s; retrying in %.1fs", kind, what, self.where,
                     type(exc).__name__ + (f": {exc}" if str(exc) else ""), self.backoff,
                     extra={"event": "redis-error"})
+
+    def last_problem(self) -> str:
+        """The last Redis error in words: refused (an error reply) or unreachable."""
+        exc = self.last_error
+        if exc is None:
+            return "Redis unreachable"
+        text = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        if isinstance(exc, redis.ResponseError):
+            return f"Redis at {self.where} refused them ({text})"
+        return f"Redis at {self.where} unreachable ({text})"
 
     def ok(self) -> None:
         """Redis answered."""

@@ -34,7 +34,7 @@ from ..ops import inspect
 from ..protocol import wire
 from ..protocol.keys import Keys
 from . import ipc
-from .broker import MasterBroker
+from .broker import MasterBroker, Refused, SettleBatch
 from .config import WorkerConfig
 from .dispatch import Dispatcher
 from .entries import Decoder, Delivery
@@ -83,7 +83,7 @@ class Master:
         self.exchange = Exchange(self.broker, self.sel, self.health, clock, self.dispatcher, self.accept,
                                  queues=self.queues, redis_timeout=config.redis_timeout,
                                  block_timeout=config.block_timeout, fast_job_threshold=config.fast_job_threshold,
-                                 on_lost_fetch=self._lost_fetch)
+                                 on_lost_fetch=self._lost_fetch, on_refused=self._refused)
         self.metrics = Metrics(self.queues, app.tasks, recycles=self.supervisor.recycles,
                                redis_errors=self.health.errors, queue_stats=self._queue_stats,
                                children=self._children_counts)
@@ -253,6 +253,9 @@ class Master:
             self.outcomes.hand_back(d)
         else:
             self._buffer(d)
+
+    def _refused(self, batch: SettleBatch, refused: list[Refused]) -> None:
+        self.outcomes.refused(batch, refused)
 
     def _lost_fetch(self) -> None:
         if not self.forced:
@@ -484,8 +487,8 @@ class Master:
             if ex.unsettled():
                 time.sleep(min(self.health.backoff, 0.5))
         if ex.unsettled():
-            log.error("could not commit %d outcome(s): Redis unreachable; their jobs will be redelivered",
-                      ex.outcomes_left())
+            log.error("could not commit %d outcome(s): %s; their jobs will be redelivered",
+                      ex.outcomes_left(), self.health.last_problem())
             return self.exit_code or EXIT_FORCED
         self.house.stop()
         log.info("master stopped: processed=%d failed=%d exit code %d", self.outcomes.processed,

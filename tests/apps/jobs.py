@@ -159,3 +159,10 @@ def compute_fail(p: dict) -> None:
 @app.task("compute.slow", result_ttl=60, timeout=0.3)
 def compute_slow(p: dict) -> None:
     time.sleep(p.get("s", 5))
+
+
+@app.task("hop")
+def hop(p: dict) -> Next:
+    """The next step goes to the queue the payload names."""
+    record("hop", p)
+    return Next("record", {"from": "hop"}, queue=p["queue"])
