@@ -166,3 +166,9 @@ def hop(p: dict) -> Next:
     """The next step goes to the queue the payload names."""
     record("hop", p)
     return Next("record", {"from": "hop"}, queue=p["queue"])
+
+
+@app.task("fuzz")
+def fuzz(p: object) -> None:
+    """Takes any payload (the fuzz test sends whatever is valid JSON)."""
+    record("fuzz", p)
