@@ -56,6 +56,22 @@ def test_an_outcome_redis_refuses_never_holds_the_others(client: Client, r, keys
     assert "unreachable" not in log and "Traceback" not in log and "could not commit" not in log
 
 
+def test_history_records_redis_refuses_never_hold_the_outcomes(client: Client, r, keys, prefix, start_worker):
+    """With P:history of the wrong type every history record is refused: successes
+    (settle.lua's 'k') and retries/dead letters ('h') still commit, and it is logged."""
+    r.set(keys.history, "not a stream")
+    client.enqueue_many([("record", {"i": i}) for i in range(10)])
+    failing = client.enqueue("fail", {})
+    w = start_worker("-c", "2", "--history", "100")
+    wait_until(lambda: len(kinds(r, prefix, "record")) == 10 and r.xlen(keys.dead_letter("default")) == 1
+               and settled(r, keys, ("default",)) and r.zcard(keys.scheduled) == 0, 20,
+               message=lambda: w.log()[-3000:])
+    (_, dead), = r.xrange(keys.dead_letter("default"))
+    assert dead[b"jobId"] == failing.encode() and dead[b"reason"] == b"failed"
+    assert "history record not written: Redis refused it: WRONGTYPE" in w.log()
+    assert w.stop() == 0
+
+
 def test_innocent_jobs_fetched_with_bad_entries_run_once_normally(client: Client, r, keys, prefix, start_worker):
     """The known crashers (a non-UTF-8 jobId, an attempt beyond 64 bits, a resultTtl
     PEXPIRE refuses) interleaved with good jobs, all fetched in one batch: the bad ones
