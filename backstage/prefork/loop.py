@@ -34,7 +34,7 @@ from ..ops import inspect
 from ..protocol import wire
 from ..protocol.keys import Keys
 from . import ipc
-from .broker import MasterBroker, Refused, SettleBatch
+from .broker import MasterBroker
 from .config import WorkerConfig
 from .dispatch import Dispatcher
 from .entries import Decoder, Delivery
@@ -83,7 +83,7 @@ class Master:
         self.exchange = Exchange(self.broker, self.sel, self.health, clock, self.dispatcher, self.accept,
                                  queues=self.queues, redis_timeout=config.redis_timeout,
                                  block_timeout=config.block_timeout, fast_job_threshold=config.fast_job_threshold,
-                                 on_lost_fetch=self._lost_fetch, on_refused=self._refused)
+                                 on_lost_fetch=self._lost_fetch)
         self.metrics = Metrics(self.queues, app.tasks, recycles=self.supervisor.recycles,
                                redis_errors=self.health.errors, queue_stats=self._queue_stats,
                                children=self._children_counts)
@@ -91,6 +91,7 @@ class Master:
         self.outcomes = Outcomes(app, self.keys, self.queues, self.exchange, self.metrics.task,
                                  consumer=config.consumer, max_deliveries=config.max_deliveries,
                                  dead_letter_maxlen=config.dead_letter_maxlen, history=config.history > 0)
+        self.exchange.on_refused = self.outcomes.refused  # what Redis refused is settled otherwise
         self.recovery = Recovery(self.broker, config, self.health, self.queues, held=self.held_entries,
                                  room=self.exchange.room, active=self.exchange.active_streams, accept=self.accept,
                                  take_back=self._take_back)
@@ -253,9 +254,6 @@ class Master:
             self.outcomes.hand_back(d)
         else:
             self._buffer(d)
-
-    def _refused(self, batch: SettleBatch, refused: list[Refused]) -> None:
-        self.outcomes.refused(batch, refused)
 
     def _lost_fetch(self) -> None:
         if not self.forced:
