@@ -114,7 +114,7 @@ HOSTILE_NUMBERS = ("-1", "0", "-0", str(2**63), str(2**64 + 1), str(10**30), str
                    "NaN", "nan", "inf", "-inf", "Infinity", "0x10", " 5", "5 ", "+5", "1_0", "", "٣",
                    "９", "99999999999999999999999999999999999999999")
 MAX_PAYLOAD = 4096
-# more rounds to explore: BT_FUZZ_SEEDS=1-50 ./scripts/test tests/test_hostile.py -k fuzz
+# more rounds to explore: BT_FUZZ_SEEDS=1-50 ./scripts/test tests/test_hostile_input.py -k fuzz
 _SEEDS = os.environ.get("BT_FUZZ_SEEDS", "11-13").split("-")
 ROUNDS = tuple(range(int(_SEEDS[0]), int(_SEEDS[-1]) + 1))
 
