@@ -6,6 +6,7 @@ app object; ``backstage-prefork`` runs the handlers in forked children.
 
 from .app import Backstage, Next, Task
 from .client import AsyncClient, Client, Job, Priority
+from .context import JobContext, current_job
 from .errors import (
     AppNotFound,
     BackstageError,
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigError",
     "InvalidJobError",
     "Job",
+    "JobContext",
     "JobFailed",
     "Next",
     "PayloadError",
@@ -53,5 +55,6 @@ __all__ = [
     "TaskNotFound",
     "TlsSettings",
     "WireError",
+    "current_job",
     "__version__",
 ]

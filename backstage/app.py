@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import difflib
+import fnmatch
 import inspect
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar, overload
 
-from .client import AsyncClient, Client, Job, TaskDefaults
+from .client import AsyncClient, Client, Job, TaskDefaults, check_max_payload_bytes
 from .cron import CronEntry
 from .errors import ConfigError, InvalidJobError
 from .payloads import PayloadCodec, codec_for
 from .protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
 from .connections.redis_conn import TlsSettings, resolve_url
-from .protocol.wire import Backoff, encode_payload
+from .protocol.wire import DEFAULT_MAX_PAYLOAD_BYTES, Backoff, encode_payload
 
 if TYPE_CHECKING:
     from .testing import Testing
@@ -36,7 +38,11 @@ class Next:
     """Workflow instruction: return it from a handler to enqueue the next step.
 
     It is enqueued in the same atomic step as the ack of the current job.
-    Equivalent to returning ``{"next": task, "delay": ms, "payload": payload}``.
+    ``delay`` is in **seconds**, like the rest of the Python API. The dict
+    form, ``{"next": task, "payload": payload, "delay_ms": 5000}``, is what
+    the Go and TypeScript SDKs return: there the delay is in
+    **milliseconds**, spelled ``"delay_ms"`` or, as those SDKs write it,
+    ``"delay"`` (both given is an error).
     """
 
     task: str
@@ -133,6 +139,14 @@ class Backstage:
         history: workers of this app keep a capped stream of the last ~N
             finished jobs (``backstage jobs``, the dashboard); 0 (default)
             keeps none. ``backstage-prefork --history N`` overrides it.
+        max_payload_bytes: payloads whose JSON is larger raise
+            ``PayloadError`` at enqueue (default: the workers' default, 16 MiB).
+        external_tasks: task names (``fnmatch`` patterns such as ``"billing.*"``)
+            that other apps or the Go/TypeScript SDKs serve. Once the app has
+            registered a task, ``app.enqueue`` of a name it neither registered
+            nor lists here raises ``InvalidJobError`` instead of sending a job
+            that would be dead-lettered as ``unknown-task``. ``True`` allows
+            every name.
     """
 
     def __init__(
@@ -144,9 +158,22 @@ class Backstage:
         name: str = "backstage",
         tls: TlsSettings | None = None,
         history: int = 0,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        external_tasks: Iterable[str] | bool = (),
     ) -> None:
         self.redis_url = resolve_url(redis_url)
         self.tls = tls
+        self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
+        if isinstance(external_tasks, bool):
+            self.external_tasks: tuple[str, ...] | bool = external_tasks
+        elif isinstance(external_tasks, str):
+            raise ConfigError(f"external_tasks={external_tasks!r}: expected a list of task names or patterns, "
+                              "or True")
+        else:
+            self.external_tasks = tuple(external_tasks)
+            bad = [t for t in self.external_tasks if not isinstance(t, str) or not t]
+            if bad:
+                raise ConfigError(f"external_tasks: {bad[0]!r} is not a task name or pattern")
         self.keys = Keys(prefix)
         if not isinstance(group, str) or not group:
             raise ConfigError(f"group={group!r}: the consumer group must be a non-empty string")
@@ -317,17 +344,36 @@ class Backstage:
         t = self.tasks.get(name)
         return t.defaults if t is not None else None
 
+    def serves_elsewhere(self, name: str) -> bool:
+        """True if ``name`` is declared in ``external_tasks`` (served by another app or SDK)."""
+        if isinstance(self.external_tasks, bool):
+            return self.external_tasks
+        return any(name == p or fnmatch.fnmatchcase(name, p) for p in self.external_tasks)
+
+    def _check_task(self, name: str) -> None:
+        """Refuse a task name no one will run (called for names without registered defaults)."""
+        if not self.tasks or name in self.tasks or self.serves_elsewhere(name):
+            return  # an app without tasks is a pure producer: it cannot know
+        close = difflib.get_close_matches(name, list(self.tasks), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise InvalidJobError(
+            f"task {name!r} is not registered in this app ({len(self.tasks)} task(s)); {hint}"
+            f"if another app or SDK serves it, list it in Backstage(..., external_tasks=[{name!r}])"
+        )
+
     # -- producing -----------------------------------------------------------
     @property
     def client(self) -> Client:
         """The app's own :class:`Client` (made on first use; re-made after a fork)."""
         if self._client is None:
-            self._client = Client(self.redis_url, prefix=self.prefix, defaults=self._task_defaults, tls=self.tls)
+            self._client = Client(self.redis_url, prefix=self.prefix, defaults=self._task_defaults, tls=self.tls,
+                                  max_payload_bytes=self.max_payload_bytes, task_check=self._check_task)
         return self._client
 
     def async_client(self) -> AsyncClient:
-        """A new :class:`AsyncClient` with this app's settings and task defaults."""
-        return AsyncClient(self.redis_url, prefix=self.prefix, defaults=self._task_defaults, tls=self.tls)
+        """A new :class:`AsyncClient` with this app's settings, task defaults and task check."""
+        return AsyncClient(self.redis_url, prefix=self.prefix, defaults=self._task_defaults, tls=self.tls,
+                           max_payload_bytes=self.max_payload_bytes, task_check=self._check_task)
 
     def enqueue(self, task: str, payload: Any = None, **options: Any) -> str | None:
         """Enqueue a job; task defaults from ``@app.task`` apply. See :meth:`Client.enqueue`.

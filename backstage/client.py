@@ -27,9 +27,10 @@ from .connections import redis_conn, resp
 from . import results, tracing
 from .protocol import scripts
 from .connections.cluster import SlotMoved
-from .errors import BrokerError, ConfigError, InvalidJobError
+from .errors import BrokerError, ConfigError, InvalidJobError, PayloadError
 from .protocol.keys import DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
-from .protocol.wire import Backoff, encode_entry, encode_payload, encode_scheduled, now_ms
+from .protocol.wire import (DEFAULT_MAX_PAYLOAD_BYTES, Backoff, encode_entry, encode_payload, encode_scheduled,
+                            now_ms)
 
 __all__ = ["Client", "AsyncClient", "Job", "TaskDefaults", "Priority"]
 
@@ -93,6 +94,13 @@ class _IdMaker:
 new_job_id = _IdMaker()
 
 
+def check_max_payload_bytes(value: object) -> int:
+    """``max_payload_bytes`` as given, or ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"max_payload_bytes={value!r}: expected an integer number of bytes >= 1")
+    return value
+
+
 def _seconds_to_ms(name: str, value: object, *, positive: bool) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidJobError(f"{name}={value!r}: expected a finite number of seconds")
@@ -154,6 +162,8 @@ class _Producer:
         prefix: str,
         dedupe_ttl: float,
         defaults: Callable[[str], TaskDefaults | None] | None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        task_check: Callable[[str], None] | None = None,
     ) -> None:
         self.keys = Keys(prefix)
         try:
@@ -161,7 +171,9 @@ class _Producer:
         except InvalidJobError as exc:
             raise ConfigError(str(exc)) from None
         self.dedupe_ttl = float(dedupe_ttl)
+        self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self._defaults = defaults or (lambda _task: None)
+        self._task_check = task_check
         self._version_checked = False
         self._enqueue_lua = scripts.source("enqueue")
         self._enqueue_sha = hashlib.sha1(self._enqueue_lua.encode()).hexdigest().encode()
@@ -185,6 +197,8 @@ class _Producer:
         if not isinstance(task, str) or not task:
             raise InvalidJobError(f"task name {task!r}: expected a non-empty string")
         d = self._defaults(task)
+        if d is None and self._task_check is not None:
+            self._task_check(task)
         if priority is not None:
             if queue is not None and queue != priority:
                 raise InvalidJobError(f"task {task!r}: give priority= or queue=, not both")
@@ -264,8 +278,22 @@ class _Producer:
             raise InvalidJobError(f"task {task!r}: dedupe_ttl= needs a dedupe_key=")
         return o
 
+    def _payload(self, task: str, payload: Any) -> bytes:
+        """The payload's JSON, checked against the size limit the workers apply."""
+        out = encode_payload(task, payload)
+        self._check_size(task, out)
+        return out
+
+    def _check_size(self, task: str, payload_json: bytes) -> None:
+        if len(payload_json) > self.max_payload_bytes:
+            raise PayloadError(
+                f"payload of task {task!r} is {len(payload_json)} bytes of JSON, over the "
+                f"{self.max_payload_bytes}-byte limit (workers dead-letter larger ones; raise max_payload_bytes= "
+                "here and --max-payload-bytes on the workers, or store the data elsewhere and send a reference)"
+            )
+
     def _pack(self, o: _Opts, payload: Any, now: int, now_b: bytes, traceparent: bytes | None = None) -> _Prepared:
-        payload_json = encode_payload(o.task, payload)
+        payload_json = self._payload(o.task, payload)
         job_id = new_job_id()
         jid = job_id.encode()
         due = o.at_ms if o.at_ms is not None else now + o.delay_ms
@@ -329,7 +357,9 @@ class _Producer:
         return out
 
     def _broadcast_fields(self, task: str, payload: Any) -> dict[Any, Any]:
-        return control_.broadcast_fields(task, payload)
+        fields = control_.broadcast_fields(task, payload)
+        self._check_size(task, fields["payload"])
+        return fields
 
     def _noscript(self, batch: Sequence[_Prepared], replies: Sequence[Any]) -> list[int]:
         """Indexes of EVALSHA commands that met an empty script cache."""
@@ -358,6 +388,17 @@ class _Producer:
             )
         return out
 
+    def _control_message(self, command: str, value: Any, target: str | None,
+                         live: list[str]) -> tuple[str, dict[str, Any]]:
+        """Reply key and broadcast payload of one control request."""
+        if target is not None and target not in live:
+            raise InvalidJobError(
+                f"no live worker named {target!r}; live workers: {', '.join(sorted(live)) or 'none'} "
+                "(see `backstage workers`)")
+        request = new_job_id()
+        key = self.keys.worker_reply(request)
+        return key, control_.request_payload(command, value, target, key, request)
+
     where = ""  # set by the concrete client
 
 
@@ -373,6 +414,12 @@ class Client(_Producer):
         defaults: per-task defaults lookup (the app passes its task registry).
         tls: CA and client certificate files for a ``rediss://`` URL
             (:class:`~backstage.connections.redis_conn.TlsSettings`).
+        max_payload_bytes: larger payloads (their JSON) raise ``PayloadError``
+            before anything is written; the default is the workers' own
+            ``--max-payload-bytes`` default (16 MiB).
+        task_check: called with each task name that ``defaults`` does not
+            know; raise ``InvalidJobError`` to refuse it (the app passes its
+            registry check, see ``Backstage(external_tasks=...)``).
     """
 
     def __init__(
@@ -384,8 +431,11 @@ class Client(_Producer):
         dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
         defaults: Callable[[str], TaskDefaults | None] | None = None,
         tls: redis_conn.TlsSettings | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        task_check: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults)
+        super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults,
+                         max_payload_bytes=max_payload_bytes, task_check=task_check)
         self.redis = redis if redis is not None else redis_conn.sync_client(redis_conn.resolve_url(redis_url), tls=tls,
                                                                              slot_key=self.keys.prefix)
         self.where = redis_conn.endpoint(self.redis)
@@ -568,20 +618,23 @@ class Client(_Producer):
         in Redis, so masters started later honour it too), ``concurrency``
         (``value``: children per master). Returns the answers that came
         within ``timeout`` seconds, one per master.
+
+        Raises:
+            InvalidJobError: an unknown command, a bad value, or a ``target``
+                that is not a live worker (the message names the live ones).
         """
         control_.check_command(command, value)
         self._ready()
-        request = new_job_id()
-        key = self.keys.worker_reply(request)
         with redis_conn.translate_errors(self.where):
             live = presence.live_consumers(self.redis, self.keys)
-            expected = 1 if target is not None else len(live)
+            key, message = self._control_message(command, value, target, live)
             if command in ("pause", "resume"):
                 presence.set_paused(self.redis, self.keys, [value], command == "pause")
-            self.broadcast(control_.CONTROL_TASK, control_.request_payload(command, value, target, key, request))
-            return control_.collect_replies(self.redis, key, expected, timeout)
+            self.broadcast(control_.CONTROL_TASK, message)
+            return control_.collect_replies(self.redis, key, 1 if target is not None else len(live), timeout)
 
     def close(self) -> None:
+        """Close the connections (``with Client(...)`` does it for you)."""
         if self._pinned is not None and self._pinned_pid == os.getpid():
             self._pinned.disconnect()
         self._pinned = None
@@ -606,8 +659,11 @@ class AsyncClient(_Producer):
         dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
         defaults: Callable[[str], TaskDefaults | None] | None = None,
         tls: redis_conn.TlsSettings | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        task_check: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults)
+        super().__init__(prefix=prefix, dedupe_ttl=dedupe_ttl, defaults=defaults,
+                         max_payload_bytes=max_payload_bytes, task_check=task_check)
         self.redis = redis if redis is not None else redis_conn.async_client(redis_conn.resolve_url(redis_url), tls=tls,
                                                                                slot_key=self.keys.prefix)
         self.where = redis_conn.endpoint(self.redis)
@@ -710,8 +766,33 @@ class AsyncClient(_Producer):
                 return value
             await asyncio.sleep(value)
 
+    async def workers(self) -> list[dict[str, Any]]:
+        """Live masters, from their heartbeats; see :meth:`Client.workers`."""
+        await self._ready()
+        with redis_conn.translate_errors(self.where):
+            return await presence.live_workers_async(self.redis, self.keys)
+
+    async def control(self, command: str, value: Any = None, *, target: str | None = None,
+                      timeout: float = 2.0) -> list[dict[str, Any]]:
+        """Send a command to live masters and collect answers; see :meth:`Client.control`."""
+        control_.check_command(command, value)
+        await self._ready()
+        with redis_conn.translate_errors(self.where):
+            live = await presence.live_consumers_async(self.redis, self.keys)
+            key, message = self._control_message(command, value, target, live)
+            if command in ("pause", "resume"):
+                await presence.set_paused_async(self.redis, self.keys, [value], command == "pause")
+            await self.broadcast(control_.CONTROL_TASK, message)
+            return await control_.collect_replies_async(self.redis, key, 1 if target is not None else len(live),
+                                                        timeout)
+
     async def aclose(self) -> None:
+        """Close the connections (``async with AsyncClient(...)`` does it for you)."""
         await self.redis.aclose()
+
+    async def close(self) -> None:
+        """The same as :meth:`aclose`: ``await client.close()`` mirrors ``Client.close()``."""
+        await self.aclose()
 
     async def __aenter__(self) -> "AsyncClient":
         return self

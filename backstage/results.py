@@ -20,7 +20,7 @@ import orjson
 
 from .errors import JobFailed, ResultNotFound, ResultTimeout
 
-__all__ = ["STATUSES", "TERMINAL", "decode", "outcome", "Waiter"]
+__all__ = ["STATUSES", "TERMINAL", "decode", "outcome", "read", "Waiter"]
 
 STATUSES = ("scheduled", "queued", "running", "done", "failed", "dead")
 #: ``failed`` is not terminal: a retry is scheduled. ``dead`` is.
@@ -31,6 +31,12 @@ def decode(raw: Mapping[Any, Any]) -> dict[str, str]:
     def text(x: Any) -> str:
         return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
     return {text(k): text(v) for k, v in raw.items()}
+
+
+def read(r: Any, keys: Any, job_id: str) -> dict[str, str]:
+    """Every field of a job's status hash as text (empty: no status kept). ``r`` is a
+    sync ``redis.Redis``, ``keys`` a :class:`~backstage.protocol.keys.Keys`."""
+    return decode(r.hgetall(keys.result(job_id)))
 
 
 def outcome(job_id: str, status: dict[str, str]) -> Any:

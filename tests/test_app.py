@@ -8,6 +8,7 @@ import builtins
 import importlib
 import inspect
 import types
+from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
@@ -245,7 +246,50 @@ def test_task_without_app_cannot_enqueue() -> None:
         t.enqueue(1)
 
 
+def test_unknown_task_is_refused_with_a_hint(app: Backstage, report: Task, r: redis.Redis, prefix: str) -> None:
+    with pytest.raises(InvalidJobError, match=r"'report.biuld' is not registered.*did you mean 'report.build'.*"
+                                              r"external_tasks"):
+        app.enqueue("report.biuld", 1)
+    with pytest.raises(InvalidJobError, match="nobody.knows"):
+        app.enqueue_many([("report.build", 1), ("nobody.knows", 2)])
+
+    async def main() -> None:
+        c = app.async_client()
+        try:
+            with pytest.raises(InvalidJobError, match="nobody.knows"):
+                await c.enqueue("nobody.knows", 1)
+        finally:
+            await c.aclose()
+
+    asyncio.run(main())
+    assert r.keys(f"{prefix}:*") == []  # nothing was written
+
+
+def test_an_app_without_tasks_enqueues_any_name(redis_url: str, prefix: str, r: redis.Redis, keys: Keys) -> None:
+    producer = Backstage(redis_url, prefix=prefix)  # a pure producer cannot know who serves what
+    assert producer.enqueue("served.elsewhere", 1)
+    assert r.xlen(keys.stream("default")) == 1
+    producer.client.close()
+
+
+def test_external_tasks_allow_names_served_elsewhere(redis_url: str, prefix: str, r: redis.Redis, keys: Keys) -> None:
+    app = Backstage(redis_url, prefix=prefix, external_tasks=["go.*", "email.send"])
+    app.task("local")(lambda p: None)
+    assert app.enqueue("go.resize", 1) and app.enqueue("email.send", 2) and app.enqueue("local", 3)
+    with pytest.raises(InvalidJobError, match="email.sned"):
+        app.enqueue("email.sned", 4)
+    anything = Backstage(redis_url, prefix=prefix, external_tasks=True)
+    anything.task("local")(lambda p: None)
+    assert anything.enqueue("whatever", 5)
+    assert r.xlen(keys.stream("default")) == 4
+    with pytest.raises(ConfigError, match="external_tasks"):
+        Backstage(redis_url, external_tasks="go.*")
+    app.client.close()
+    anything.client.close()
+
+
 def test_unknown_task_enqueues_with_no_defaults(app: Backstage, report: Task, r: redis.Redis, keys: Keys) -> None:
+    app.external_tasks = ("nobody.knows", "other.task")
     job_id = app.enqueue("nobody.knows", [1])
     fields = _only(r, keys.stream("default"))
     assert set(fields) == {b"taskName", b"payload", b"enqueuedAt", b"jobId"}
@@ -255,6 +299,7 @@ def test_unknown_task_enqueues_with_no_defaults(app: Backstage, report: Task, r:
 
 
 def test_enqueue_many_applies_task_defaults(app: Backstage, report: Task, r: redis.Redis, keys: Keys) -> None:
+    app.external_tasks = ("other.task",)
     ids = app.enqueue_many([("report.build", 1), ("other.task", 2), Job("report.build", 3, attempts=9)])
     assert None not in ids
     reports = _entries(r, keys.stream("reports"))
@@ -464,3 +509,13 @@ def test_retry_and_reject() -> None:
         Retry(float("nan"))
     assert Reject("bad input").reason == "bad input"
     assert str(Reject("bad input")) == "bad input"
+
+
+def test_pyproject_license_is_an_spdx_string() -> None:
+    # the TOML-table form makes setuptools print a deprecation warning on every install
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "MIT"
+    assert any(req.startswith("setuptools>=") and int(req.split(">=")[1].split(".")[0]) >= 77
+               for req in meta["build-system"]["requires"])

@@ -52,3 +52,39 @@ def test_errors_are_one_line_and_nonzero(redis_url, prefix):
     assert down.returncode == 1
     assert f"127.0.0.1:{port}" in down.stderr and "pw123" not in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+def test_option_typos_and_subcommand_usage():
+    out = run("inspect", "--foo")
+    assert out.returncode == 2
+    assert out.stderr.startswith("usage: backstage inspect") and "unknown option --foo" in out.stderr
+    out = run("inspect", "--prefx", "x")
+    assert out.returncode == 2 and "unknown option --prefx (did you mean --prefix?)" in out.stderr
+    out = run("dlq", "list", "default", "--taks", "x")
+    assert out.returncode == 2
+    assert out.stderr.startswith("usage: backstage dlq list") and "did you mean --task?" in out.stderr
+    from backstage import __version__
+
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"backstage {__version__}"
+
+
+def test_inspect_counts_live_consumers_and_shows_persistence(redis_url, prefix, r, keys):
+    stream = keys.stream("default")
+    r.xgroup_create(stream, "backstage-workers", id="$", mkstream=True)
+    for name in ("live-1", "stopped-1", "stopped-2"):
+        r.xgroup_createconsumer(stream, "backstage-workers", name)
+    r.zadd(f"{prefix}:workers", {"live-1": 10**13})  # only live-1 heartbeats
+    data = orjson.loads(run("inspect", "--redis-url", redis_url, "--prefix", prefix, "--json").stdout)
+    row = next(q for q in data["queues"] if q["queue"] == "default")
+    assert (row["consumers"], row["stale_consumers"]) == (1, ["stopped-1", "stopped-2"])
+    assert data["persistence"]["aof"] is False and data["persistence"]["maxmemory_policy"]
+    table = run("inspect", "--redis-url", redis_url, "--prefix", prefix)
+    assert table.returncode == 0
+    assert "stale consumers: stopped-1, stopped-2 (stopped workers" in table.stdout
+    assert "redis: AOF off" in table.stdout and "warning: Redis at" in table.stdout and "appendonly yes" in table.stdout
+
+
+def test_job_without_status_says_how_to_keep_one(redis_url, prefix):
+    out = run("job", "nope-1", "--redis-url", redis_url, "--prefix", prefix)
+    assert out.returncode == 1 and "no status kept for job nope-1" in out.stderr and "result_ttl" in out.stderr

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import math
+import re
 import time
 import traceback
 import uuid
@@ -19,9 +20,11 @@ import redis
 from backstage import (
     AsyncClient,
     Backoff,
+    Backstage,
     BackstageError,
     BrokerError,
     Client,
+    ConfigError,
     InvalidJobError,
     Job,
     PayloadError,
@@ -383,6 +386,50 @@ def test_enqueue_many_empty_needs_no_redis() -> None:
 
 # -- bad input --------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("payload,where", [
+    (math.nan, "payload=nan"), ({"a": [1, math.inf]}, "payload['a'][1]=inf"),
+    ([{"x": -math.inf}], "payload[0]['x']=-inf"),
+])
+def test_nan_and_infinity_are_refused(client: Client, r: redis.Redis, prefix: str, payload: Any, where: str) -> None:
+    with pytest.raises(PayloadError, match=re.escape(where)):
+        client.enqueue("order.process", payload)
+    with pytest.raises(PayloadError, match="finite"):
+        client.enqueue_many([("order.process", 1), ("order.process", payload)])
+    with pytest.raises(PayloadError, match="finite"):
+        client.broadcast("cache.clear", payload)
+    assert client.enqueue("order.process", {"n": None, "s": "null"})  # a real null is fine
+    assert _prefix_keys(r, prefix) == {f"{prefix}:default".encode()}
+
+
+def test_oversize_payload_is_refused_before_writing(redis_url: str, r: redis.Redis, prefix: str) -> None:
+    big = "x" * (16 * 1024 * 1024)  # its JSON (with the quotes) passes the workers' 16 MiB default
+    with Client(redis_url, prefix=prefix) as c:
+        with pytest.raises(PayloadError, match=r"16777218 bytes.*16777216-byte limit.*max_payload_bytes"):
+            c.enqueue("blob.store", big)
+        with pytest.raises(PayloadError, match="limit"):
+            c.enqueue_many([("blob.store", 1), ("blob.store", big)])
+    with Client(redis_url, prefix=prefix, max_payload_bytes=10) as small:
+        assert small.enqueue("blob.store", "12345678")  # 10 bytes of JSON
+        with pytest.raises(PayloadError, match="11 bytes"):
+            small.enqueue("blob.store", "123456789")
+    assert r.xlen(f"{prefix}:default") == 1
+    with pytest.raises(ConfigError, match="max_payload_bytes"):
+        Client(redis_url, max_payload_bytes=0)
+    app = Backstage(redis_url, prefix=prefix, max_payload_bytes=5)
+    with pytest.raises(PayloadError, match="5-byte limit"):
+        app.enqueue("blob.store", "123456")
+    app.client.close()
+
+
+def test_control_of_an_unknown_worker_names_the_live_ones(client: Client, r: redis.Redis, keys: Keys) -> None:
+    r.zadd(f"{keys.prefix}:workers", {"host-1": now_ms() + 60_000, "host-2": now_ms() + 60_000})
+    with pytest.raises(InvalidJobError, match=r"no live worker named 'host-1234'; live workers: host-1, host-2"):
+        client.control("ping", target="host-1234")
+    r.delete(f"{keys.prefix}:workers")
+    with pytest.raises(InvalidJobError, match="live workers: none"):
+        client.control("ping", target="host-1")
+
+
 @pytest.mark.parametrize(
     ("payload", "type_name"),
     [({1, 2}, "set"), (object(), "object"), ({"nested": {"deep": {3}}}, "set"), (2**70, "int"), (b"raw", "bytes")],
@@ -690,3 +737,27 @@ def test_async_context_manager_closes(redis_url: str, prefix: str, r: redis.Redi
 
     job_id = asyncio.run(main())
     assert _only_entry(r, keys.stream("default"))[b"jobId"].decode() == job_id
+
+
+def test_async_client_has_workers_control_and_close(redis_url: str, prefix: str, r: redis.Redis, keys: Keys) -> None:
+    # a fake live master: presence entry, answers nobody (the real one is in test_housekeeping)
+    r.zadd(f"{keys.prefix}:workers", {"m-1": now_ms() + 60_000})
+    r.set(keys.worker("m-1"), orjson.dumps({"consumer": "m-1", "busy": 0}))
+
+    async def main() -> Any:
+        c = AsyncClient(redis_url, prefix=prefix)
+        workers = await c.workers()
+        with pytest.raises(InvalidJobError, match="live workers: m-1"):
+            await c.control("ping", target="nobody")
+        with pytest.raises(InvalidJobError, match="control command"):
+            await c.control("reboot")
+        answers = await c.control("pause", "low", timeout=0.05)
+        await c.close()  # the same as aclose(), for symmetry with Client.close()
+        return workers, answers
+
+    workers, answers = asyncio.run(main())
+    assert workers == [{"consumer": "m-1", "busy": 0}]
+    assert answers == []  # no real master to answer
+    assert r.smembers(f"{keys.prefix}:workers:paused") == {b"low"}
+    assert [f[b"taskName"] for _, f in r.xrange(keys.broadcast)] == [b"backstage.control"]
+    assert set(dir(AsyncClient)) >= {"workers", "control", "close", "aclose", "status", "result"}

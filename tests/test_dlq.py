@@ -121,6 +121,16 @@ def test_list_table_fits_the_terminal_and_json_has_every_field(redis_url, prefix
     assert all(isinstance(v, str) for e in data for v in e.values())
 
 
+def test_piped_list_keeps_every_cell_whole(redis_url, prefix, r, keys):
+    long_msg = "connection reset by peer while talking to the payment gateway " * 3
+    dead(r, keys, "default", original(), error_type="ConnectionError", error_message=long_msg)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKSTAGE_") and k != "COLUMNS"}
+    out = subprocess.run([str(BIN), "dlq", "list", "default", "--redis-url", redis_url, "--prefix", prefix],
+                         capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert f"ConnectionError: {long_msg.strip()}" in out.stdout and "…" not in out.stdout
+
+
 def test_list_of_an_empty_dead_letter_stream(redis_url, prefix, r, keys):
     r.xadd(keys.stream("reports"), {"taskName": "t", "payload": "null", "enqueuedAt": "1"})
     out = dlq(redis_url, prefix, "list", "reports")
@@ -284,6 +294,26 @@ def test_requeue_skips_what_the_worker_would_dead_letter_again(redis_url, prefix
     assert "requeued 1 entry" in out.stdout and "skipped 2 " in out.stdout
     assert "payload is not valid JSON" in out.stdout and "not a valid job (backoff is not JSON" in out.stdout
     assert r.xlen(keys.dead_letter("q")) == 2 and [f[b"jobId"] for _, f in r.xrange(keys.stream("q"))] == [b"fine"]
+
+
+def test_requeue_skips_unknown_tasks_no_live_worker_serves(redis_url, prefix, r, keys):
+    dead(r, keys, "q", original("gone.task"), reason="unknown-task", error_type="TaskNotFound")
+    dead(r, keys, "q", original("served.task", job_id="served"), reason="unknown-task", error_type="TaskNotFound")
+    big = b'"' + b"x" * 40 + b'"'
+    dead(r, keys, "q", original("served.task", payload=big, job_id="big"), reason="malformed",
+         error_type="PayloadTooLarge")
+    dead(r, keys, "q", original("served.task", job_id="crashed"), reason="worker-lost")
+    # one live worker's heartbeat, as the master writes it: it serves served.task, 32-byte limit
+    r.zadd(f"{prefix}:workers", {"m-1": wire.now_ms() + 60_000})
+    r.set(keys.worker("m-1"), orjson.dumps({"consumer": "m-1", "tasks": ["served.task"], "max_payload_bytes": 32}))
+    out = dlq(redis_url, prefix, "requeue", "q")
+    assert out.returncode == 0, out.stderr
+    assert "requeued 2 entries" in out.stdout and "skipped 2 that would only be dead-lettered again" in out.stdout
+    assert "unknown-task: none of the 1 live worker(s) serves it" in out.stdout and "--force" in out.stdout
+    assert "payload over the workers' 32-byte limit" in out.stdout
+    assert sorted(f[b"jobId"] for _, f in r.xrange(keys.stream("q"))) == [b"crashed", b"served"]
+    forced = ok_json(dlq(redis_url, prefix, "requeue", "q", "--force", "--json"))
+    assert forced["requeued"] == 2 and r.xlen(keys.dead_letter("q")) == 0
 
 
 def test_requeue_killed_halfway_then_rerun_loses_and_duplicates_nothing(redis_url, prefix, r, keys):

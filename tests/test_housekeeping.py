@@ -169,13 +169,56 @@ def test_pause_stops_fetching_that_queue_only(client, r, keys, prefix, start_wor
     assert w.stop() == 0 and late.stop() == 0
 
 
+def answered_ping(client, consumer):
+    """Wait until ``consumer`` answers control messages: its presence is written just
+    before it joins the broadcast stream, so a command sent in between would be missed."""
+    wait_until(lambda: consumer in {w["consumer"] for w in client.workers()}, 20)
+    wait_until(lambda: client.control("ping", target=consumer, timeout=1.0), 20,
+               message=f"{consumer} to answer a ping")
+
+
 def test_remote_concurrency(client, start_worker):
     w = start_worker("-c", "1", *FAST, "--consumer", "m-a")
     w.wait_children(1)
-    assert client.control("concurrency", 3)[0]["concurrency"] == 3
+    answered_ping(client, "m-a")
+    answers = client.control("concurrency", 3, timeout=10)  # a loaded machine may take its time
+    assert [a["concurrency"] for a in answers] == [3]
     w.wait_children(3)
-    client.control("concurrency", 2)
+    client.control("concurrency", 2, timeout=10)
     w.wait_children(2)
+
+
+def test_workers_jobs_and_job_status(client, r, redis_url, prefix, start_worker):
+    w = start_worker("-c", "2", *FAST, "--consumer", "m-jobs")
+    job = client.enqueue("gate", {"name": "one"}, result_ttl=60)
+    exe = str(Path(sys.executable).with_name("backstage"))
+    common = ["--redis-url", redis_url, "--prefix", prefix]
+
+    def listed():
+        return [j for wk in client.workers() for j in wk.get("jobs", []) if j["job_id"] == job]
+
+    [running] = wait_until(listed, 20, message=lambda: w.log()[-2000:])
+    assert running["task"] == "gate" and running["queue"] == "default" and running["attempt"] == 1
+    assert running["deadline"] - running["started_at"] == pytest.approx(60, abs=0.01)
+    out = subprocess.run([exe, "workers", "--jobs", *common], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    [row] = [line for line in out.stdout.splitlines() if job in line]
+    assert row.split()[:6] == ["m-jobs", str(running["child"]), str(running["pid"]), job, "gate", "default"]
+    out = subprocess.run([exe, "job", job, *common], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "status   running" in out.stdout and "on m-jobs child" in out.stdout
+
+    r.set(f"{prefix}:gate:one", 1)
+    assert client.result(job, timeout=20) == {"opened": "one"}
+    out = subprocess.run([exe, "job", job, *common], capture_output=True, text=True, timeout=30)
+    assert "status   done" in out.stdout and 'result   {"opened":"one"}' in out.stdout
+    data = orjson.loads(subprocess.run([exe, "job", job, "--json", *common], capture_output=True, text=True,
+                                       timeout=30).stdout)
+    assert data["status"]["status"] == "done" and data["result"] == {"opened": "one"} and data["running"] == []
+    wait_until(lambda: not listed(), 10)
+    out = subprocess.run([exe, "workers", "--jobs", *common], capture_output=True, text=True, timeout=30)
+    assert "no job running" in out.stdout
+    assert w.stop() == 0
 
 
 def test_cli_workers_and_control(client, redis_url, prefix, start_worker):
@@ -191,7 +234,7 @@ def test_cli_workers_and_control(client, redis_url, prefix, start_worker):
     assert out.returncode == 1 and "name the queue" in out.stderr
     out = subprocess.run([exe, "control", "ping", "--worker", "nobody", "--timeout", "0.3", *common],
                          capture_output=True, text=True, timeout=30)
-    assert out.returncode == 1 and "no answer" in out.stdout
+    assert out.returncode == 1 and "no live worker named 'nobody'; live workers: m-cli" in out.stderr
 
 
 def test_control_rejects_bad_commands(client: Client):

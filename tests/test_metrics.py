@@ -38,6 +38,7 @@ def test_metrics_match_the_jobs_run(client, r, prefix, start_worker):
     client.enqueue_many([("slow", {"i": i, "s": 1.5}) for i in range(2)], priority="low")
     client.enqueue("fail", {"x": 1})       # attempts=3: 3 failures, 2 retries, 1 dead letter
     client.enqueue("no.such.task", {})      # dead-lettered at once
+    client.enqueue("retry-once", {})        # raise Retry once: a retry, not a failure
     w = start_worker("-c", "2", "--metrics-port", str(port))
     wait_until(lambda: up(port), 10, message=lambda: w.log()[-1000:])
     # during the run: once the other jobs are done, the two slow ones hold both children
@@ -56,6 +57,10 @@ def test_metrics_match_the_jobs_run(client, r, prefix, start_worker):
     fail = (("queue", "default"), ("task", "fail"))
     assert m[("backstage_jobs_failed_total", fail)] == 3
     assert m[("backstage_jobs_retried_total", fail)] == 2
+    once = (("queue", "default"), ("task", "retry-once"))
+    wait_until(lambda: scrape(port).get(("backstage_jobs_processed_total", once)) == 1, 20)
+    m = scrape(port)
+    assert m[("backstage_jobs_retried_total", once)] == 1 and m.get(("backstage_jobs_failed_total", once), 0) == 0
     # names the app does not know share one label: input cannot blow up cardinality
     assert m[("backstage_jobs_dead_lettered_total", (("queue", "default"), ("task", "(unknown)")))] == 1
     assert m[("backstage_job_duration_seconds_count", (("task", "record"),))] == 50
@@ -66,7 +71,15 @@ def test_metrics_match_the_jobs_run(client, r, prefix, start_worker):
     assert m[("backstage_children_busy", ())] == 0
     with pytest.raises(urllib.error.HTTPError, match="404"):
         scrape(port, "/nope")
+    # a heartbeat (every 2 s) written after every job ended: fail's three attempts, not the Retry
+    [presence] = wait_until(lambda: [p for p in client.workers() if p["processed"] == 50 + 2 + 1], 10)
+    assert presence["failed"] == 3
     assert w.stop() == 0
+    log = w.log()
+    assert "retry-once) attempt 1 asked for a retry (retry requested); retry in" in log
+    assert "retry-once) attempt 1 failed" not in log
+    # a clean stop says "stopped", not "replaced"
+    assert "replaced" not in log and log.count(") stopped") == 2
 
 
 def test_recycles_and_redis_errors_are_counted(client, r, prefix, start_worker, aof_server):

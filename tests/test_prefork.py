@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -221,15 +222,33 @@ def test_sigterm_under_load_loses_nothing(client, r, keys, prefix, start_worker)
     assert not done & left
 
 
-def test_second_sigint_stops_at_once_leaving_jobs_pending(client, r, keys, prefix, start_worker):
-    client.enqueue_many([("slow", {"i": i, "s": 20}) for i in range(2)])
-    w = start_worker("-c", "2")
+@pytest.mark.parametrize("how", ["second SIGINT", "SIGQUIT"])
+def test_forced_stop_hands_running_jobs_back(client, r, keys, prefix, start_worker, how):
+    ids = client.enqueue_many([("slow", {"i": i, "s": 20}) for i in range(2)])
+    tracked = client.enqueue("slow", {"i": 2, "s": 20}, result_ttl=60)
+    w = start_worker("-c", "2", "--idle-timeout", "600")
     wait_until(lambda: len(kinds(r, prefix, "slow-start")) == 2, 20)
-    w.signal(signal.SIGINT)
-    wait_until(lambda: "stopping gracefully" in w.log(), 10)
-    w.signal(signal.SIGINT)
+    if how == "SIGQUIT":
+        w.signal(signal.SIGQUIT)
+    else:
+        w.signal(signal.SIGINT)
+        wait_until(lambda: "stopping gracefully" in w.log(), 10)
+        w.signal(signal.SIGINT)
     assert w.wait(10) == 1
-    assert pending(r, keys.stream("default")) == 2  # recoverable by the reclaimer
+    stream = keys.stream("default")
+    # back in the stream, not left pending for a reclaimer that would wait --idle-timeout (600 s)
+    assert pending(r, stream) == 0
+    back = [f for _, f in r.xrange(stream)]
+    assert sorted(f[b"jobId"].decode() for f in back) == sorted([*ids, tracked])
+    assert all(b"attempt" not in f for f in back)  # handed back as they were: no attempt used
+    assert client.status(tracked) == "queued"
+    assert "running jobs go back to their queues" in w.log()
+    # so the next worker runs them at once
+    client.enqueue("record", {"after": 1})
+    w2 = start_worker("-c", "3", "--idle-timeout", "600")
+    wait_until(lambda: len(kinds(r, prefix, "slow-start")) == 2 + 3, 20, message=lambda: w2.log()[-2000:])
+    assert sorted(e["job"] for e in kinds(r, prefix, "slow-start")[2:]) == sorted([*ids, tracked])
+    w2.kill()
 
 
 def test_sighup_replaces_children_and_ttin_ttou_scale(client, r, prefix, start_worker):
@@ -297,3 +316,43 @@ def test_bad_fields_are_dead_lettered_and_the_master_goes_on(client, r, keys, pr
     assert w.proc.poll() is None
     assert w.stop() == 0
     assert "Traceback" not in w.log()
+
+
+def test_a_redis_outage_is_one_warning_and_one_recovery_line(tmp_path, prefix, start_worker):
+    from .redis_server import RedisServer
+
+    srv = RedisServer(tmp_path / "flaky", aof=True).start()  # (with AOF: no durability warning)
+    c = Client(srv.url, prefix=prefix)
+    try:
+        w = start_worker("-c", "1", "--log-level", "debug", url=srv.url)
+        wait_until(lambda: "master started" in w.log(), 20)
+        srv.kill()
+        # several calls fail while it is away (each shows at debug level only)
+        wait_until(lambda: w.log().count("Redis error during") >= 4, 20, message=lambda: w.log()[-2000:])
+        srv.start()
+        wait_until(lambda: "is back" in w.log(), 20, message=lambda: w.log()[-2000:])
+        c.enqueue("record", {"after": 1})
+        r2 = srv.client()
+        wait_until(lambda: ledger(r2, prefix), 20)
+        r2.close()
+        assert w.stop() == 0
+        lines = w.log().splitlines()
+        warnings = [line for line in lines if "WARNING" in line and "Redis" in line]
+        assert len(warnings) == 1 and "Redis error during" in warnings[0], warnings
+        [back] = [line for line in lines if "is back" in line]
+        assert re.search(r"is back \(after [0-9.]+s, [0-9]+ failed calls?\)", back), back
+        assert "without AOF" not in w.log()
+    finally:
+        c.close()
+        srv.kill()
+
+
+def test_start_up_warns_once_about_persistence_and_undefined_cron_tasks(client, r, prefix, start_worker):
+    w = start_worker("-c", "1", env={"BT_CRON_UNDEFINED": "1"})  # the session's Redis: --appendonly no
+    client.enqueue("record", {"i": 1})
+    wait_until(lambda: kinds(r, prefix, "record"), 20)
+    assert w.stop() == 0
+    log = w.log()
+    assert log.count("runs without AOF (appendonly no): a Redis restart loses every job") == 1
+    assert "Running Redis for Backstage" in log
+    assert log.count("cron undefined enqueues task 'report.undefined', which this app does not define") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import pytest
 
@@ -152,3 +153,99 @@ def test_outcomes_of_ms_jobs_are_held_to_share_a_round_trip(redis_url, inflight,
         assert ex.hold_until(now + 0.001) == now + 0.001  # stopping: settle at once
     finally:
         m.close()
+
+
+def test_workflow_step_delay_units():
+    """Next(delay=) is seconds; the dict form's "delay" / "delay_ms" are milliseconds, never seconds."""
+    import math
+
+    from backstage import Next, PayloadError
+    from backstage.prefork.child import _next_step
+
+    assert _next_step(Next("b", {"x": 1}, delay=5.0)) == ("b", 5000, '{"x":1}', None, None)
+    assert _next_step({"next": "b", "payload": 1, "delay": 5000}) == ("b", 5000, "1", None, None)
+    assert _next_step({"next": "b", "payload": 1, "delay_ms": 250}) == ("b", 250, "1", None, None)
+    assert _next_step({"next": "b"}) == ("b", 0, "null", None, None)
+    with pytest.raises(ValueError, match="not both"):
+        _next_step({"next": "b", "delay": 1, "delay_ms": 1})
+    with pytest.raises(ValueError, match=r"delay_ms=-1 must be milliseconds.*seconds"):
+        _next_step({"next": "b", "delay_ms": -1})
+    with pytest.raises(PayloadError, match="finite"):
+        _next_step(Next("b", {"x": math.nan}))
+    with pytest.raises(PayloadError, match="payload of 12 bytes of JSON is over the 10-byte limit"):
+        _next_step(Next("b", "ééééé"), max_payload_bytes=10)  # 7 characters of JSON, 12 bytes
+    assert _next_step({"next": "b", "payload": "12345678"}, max_payload_bytes=10) == ("b", 0, '"12345678"', None, None)
+
+
+def test_non_finite_floats_are_found_wherever_they_hide():
+    import dataclasses
+    import datetime as dt
+    import math
+
+    from backstage import PayloadError
+    from backstage.protocol.wire import encode_payload
+
+    @dataclasses.dataclass
+    class Point:
+        x: float
+        y: object = None
+
+    for payload, where in [((1, math.nan), "payload[1]=nan"), (Point(math.inf), "payload.x=inf"),
+                           ({"a": {"b": [None, (2, -math.inf)]}}, "payload['a']['b'][1][1]=-inf")]:
+        with pytest.raises(PayloadError, match=re.escape(where)):
+            encode_payload("t", payload)
+    # null in JSON that is not a NaN, next to types that do not read back equal: fine
+    when = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+    assert encode_payload("t", {"at": when, "p": Point(1.5), "t": (None, 2.0)}) == (
+        b'{"at":"2026-01-02T00:00:00+00:00","p":{"x":1.5,"y":null},"t":[null,2.0]}')
+
+
+def test_a_redis_outage_is_logged_once_and_a_flap_after_recovery_is_part_of_it(caplog):
+    import logging
+
+    import redis
+
+    from backstage.prefork.health import RedisHealth
+
+    now = [1000.0]
+    m = RedisHealth("127.0.0.1:6379", clock=lambda: now[0])
+    lost = redis.ConnectionError("Connection closed by server.")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+
+    def recover() -> None:  # a call made once the back-off is over succeeds
+        now[0] = max(now[0], m.down_until)
+        m.ok()
+
+    caplog.set_level(logging.DEBUG, logger="backstage.prefork")
+    m.failed("wait", lost)
+    m.ok()  # a reply to a call sent before the error, read during the back-off: not a recovery
+    assert m.backoff and len(said()) == 1
+    for _ in range(5):
+        now[0] += 1.0
+        m.failed("fetch", lost)  # the same outage: debug only
+    recover()
+    m.ok()
+    assert [s.split(":")[0] for s in said()] == ["Redis error during wait at 127.0.0.1", "Redis at 127.0.0.1"]
+    assert re.search(r"is back \(after [0-9.]+s, 6 failed calls\)", said()[-1])
+    # a stale connection meets the restart just after recovery: quiet, and no second "is back"
+    now[0] += 0.2
+    m.failed("wait", lost)
+    recover()
+    assert len(said()) == 2
+    # a long outage: a reminder every 30 s, then one "is back"
+    now[0] += 10
+    m.failed("settle", lost)
+    now[0] += m.REMINDER + 1
+    m.failed("settle", lost)
+    recover()
+    assert [s.split(" at ")[0] for s in said()[2:]] == ["Redis error during settle", "Redis", "Redis"]
+    assert "still failing after 31s" in said()[3] and "is back" in said()[4]
+    # an error right after recovery that lasts is said after all
+    now[0] += 0.5
+    m.failed("fetch", lost)
+    now[0] += m.SETTLE + 0.1
+    m.failed("fetch", lost)
+    recover()
+    assert "still failing" in said()[5] and "is back" in said()[6]

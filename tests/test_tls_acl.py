@@ -141,6 +141,18 @@ def test_bad_tls_options_say_what_is_wrong(tls_files: TlsFiles, make: Any, words
     assert words in str(info.value) and "pw-LEAK" not in str(info.value)
 
 
+def test_rediss_to_a_plain_text_port_fails_fast_and_says_tls(redis_server: RedisServer) -> None:
+    # a plain-text Redis never answers a ClientHello: the handshake is bounded by the
+    # connect timeout (5 s) instead of the command timeout (30 s), and the error says TLS
+    exe = str(Path(sys.executable).with_name("backstage"))
+    out = subprocess.run([exe, "inspect", "--redis-url", f"rediss://127.0.0.1:{redis_server.port}/0"],
+                         capture_output=True, text=True, timeout=25)
+    assert out.returncode == 1
+    [line] = out.stderr.strip().splitlines()
+    assert f"TLS handshake with 127.0.0.1:{redis_server.port} got no answer" in line
+    assert "plain-text Redis" in line and "use redis://" in line and "is redis-server running" not in line
+
+
 def test_with_tls_replaces_the_url_options() -> None:
     url = redis_conn.with_tls("rediss://h:1/0?ssl_ca_certs=/old.pem&ssl_cert_reqs=required",
                               TlsSettings(ca="/new.pem"))

@@ -19,8 +19,11 @@ never a password. URLs understood:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import socket
+import ssl as _ssl
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 from urllib.parse import parse_qsl, unquote, urlencode
@@ -355,6 +358,49 @@ class _MasterConnection(redis.sentinel.SentinelManagedConnection):
                 raise redis.ConnectionError(why)
 
 
+_TLS_HINT = ("is that port plain-text Redis? rediss:// needs the server's TLS port (tls-port); "
+             "for a plain-text port use redis://")
+
+
+class _TlsConnection(redis.connection.SSLConnection):
+    """A TLS connection whose handshake is bounded by the connect timeout.
+
+    redis-py runs the handshake under the (long) command timeout; a plain-text
+    Redis never answers a ClientHello, so ``rediss://`` to its port would hang
+    for the whole command timeout and then blame the network. Here it fails
+    within ``socket_connect_timeout`` and says TLS.
+    """
+
+    def _wrap_socket_with_ssl(self, sock: Any) -> Any:
+        sock.settimeout(self.socket_connect_timeout)
+        try:
+            wrapped = super()._wrap_socket_with_ssl(sock)  # type: ignore[no-untyped-call]
+        except (TimeoutError, socket.timeout):
+            raise redis.ConnectionError(
+                f"TLS handshake with {self.host}:{self.port} got no answer within "
+                f"{self.socket_connect_timeout:g}s: {_TLS_HINT}") from None
+        except _ssl.SSLError as exc:
+            if "WRONG_VERSION_NUMBER" in str(exc) or "record layer" in str(exc):
+                raise redis.ConnectionError(
+                    f"TLS handshake with {self.host}:{self.port} failed ({exc.reason}): {_TLS_HINT}") from None
+            raise
+        wrapped.settimeout(self.socket_timeout)
+        return wrapped
+
+
+class _AsyncTlsConnection(redis.asyncio.connection.SSLConnection):
+    """asyncio twin of :class:`_TlsConnection` (there the connect timeout already
+    bounds the handshake; only the message is ours)."""
+
+    async def _connect(self) -> None:
+        try:
+            await super()._connect()  # type: ignore[no-untyped-call]
+        except (TimeoutError, asyncio.TimeoutError):
+            raise redis.ConnectionError(
+                f"TLS handshake with {self.host}:{self.port} got no answer within "
+                f"{self.socket_connect_timeout:g}s: {_TLS_HINT}") from None
+
+
 class _MasterSSLConnection(_MasterConnection, redis.connection.SSLConnection):
     pass
 
@@ -427,6 +473,8 @@ def sync_client(url: str, *, socket_timeout: float | None = 30.0, tls: TlsSettin
         client: redis.Redis = manager.master_for(t.service, redis_class=_SentinelRedis)  # type: ignore[no-untyped-call]
         return client
     ssl = _direct_kwargs(url)
+    if _scheme(url) == "rediss":
+        ssl["connection_class"] = _TlsConnection
     try:
         return redis.Redis.from_url(url, **_pool_kwargs(socket_timeout), **ssl)
     except ValueError as exc:
@@ -447,9 +495,13 @@ def async_client(url: str, *, socket_timeout: float | None = 30.0,
         return client
     ssl = _direct_kwargs(url)
     try:
-        return redis.asyncio.Redis.from_url(url, **_pool_kwargs(socket_timeout), **ssl)
+        aclient = redis.asyncio.Redis.from_url(url, **_pool_kwargs(socket_timeout), **ssl)
     except ValueError as exc:
         raise ConfigError(f"redis_url: {exc}") from None
+    pool = aclient.connection_pool
+    if pool.connection_class is redis.asyncio.connection.SSLConnection:  # the URL's choice wins over kwargs
+        pool.connection_class = _AsyncTlsConnection
+    return aclient
 
 
 def endpoint(client: Any) -> str:
@@ -485,6 +537,8 @@ def translate(exc: BaseException, where: str) -> BrokerError:
         if "@" not in text:
             detail = f"{detail}: {text}"
         hint = "is redis-server running?"
+        if "TLS handshake" in text:
+            return RedisUnavailable(f"cannot reach Redis at {where}: {text}")
         if "SSL" in text or "certificate" in text.lower():
             hint = ("check the TLS options: the CA file (--tls-ca, ssl_ca_certs) must have signed the "
                     "server's certificate, and a client certificate needs its key")

@@ -1,6 +1,6 @@
 """``backstage`` (also ``python -m backstage``): the operator's command line.
 
-Commands: ``enqueue``, ``inspect``, ``workers``, ``control``, ``dlq``, ``jobs``, ``dashboard`` and ``acl``. Every command
+Commands: ``enqueue``, ``inspect``, ``workers``, ``job``, ``control``, ``dlq``, ``jobs``, ``dashboard`` and ``acl``. Every command
 that talks to Redis takes ``--redis-url/--prefix/--group`` and ``--tls-ca/--tls-cert/--tls-key``
 (with BACKSTAGE_* environment fallbacks) and ``--json``. Errors are one line on stderr and a
 non-zero exit code.
@@ -12,12 +12,13 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import orjson
 import redis
 
-from . import acl, dlq, history, inspect
+from . import acl, dlq, durability, history, inspect, jobinfo, presence
+from .argv import Parser, add_version
 from ..connections import redis_conn
 from ..client import Client
 from ..errors import BackstageError
@@ -40,7 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="backstage", description="Inspect and feed Backstage queues.")
+    p = Parser(prog="backstage", description="Inspect and feed Backstage queues.")
+    add_version(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("enqueue", help="enqueue one job")
@@ -56,7 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(e)
 
     w = sub.add_parser("workers", help="live backstage-prefork masters (from their heartbeats)")
+    w.add_argument("--jobs", action="store_true",
+                   help="also list the job each busy child runs now (id, task, started, deadline)")
     _common(w)
+
+    j = sub.add_parser("job", help="a job's status, result or error (jobs with result_ttl), and where it runs now")
+    j.add_argument("id", metavar="JOB_ID", help="the id enqueue returned")
+    _common(j)
 
     c = sub.add_parser("control", help="remote control of live masters: ping, shutdown, pause, resume, concurrency")
     c.add_argument("cmd", choices=["ping", "shutdown", "pause", "resume", "concurrency"])
@@ -84,16 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--since", help="only entries dead-lettered since: ISO-8601 time, age (10m, 2h, 3d) "
                                            "or epoch ms")
             a.add_argument("--limit", type=int, help="at most N entries (default: 50 for list, all otherwise)")
+        if action == "requeue":
+            a.add_argument("--force", action="store_true",
+                           help="also requeue unknown-task and oversize entries that no live worker would run")
         if action in ("requeue", "purge"):
             a.add_argument("--batch", type=int, default=None,
                            help=f"entries per Redis call (default {dlq.DEFAULT_BATCH}) [BACKSTAGE_DLQ_BATCH]")
         if action == "purge":
             a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         _common(a)
-    acl.add_parser(sub)
-    history.add_parser(sub, _common)
+    subs = cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub)
+    acl.add_parser(subs)
+    history.add_parser(subs, _common)
     from ..web import cli as web_cli  # no web dependency imported until the command runs
-    web_cli.add_parser(sub, _common)
+    web_cli.add_parser(subs, _common)
     return p
 
 
@@ -134,10 +146,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             queues = [validate_queue(q.strip()) for q in args.queues.split(",") if q.strip()]
         else:
             queues = inspect.discover_queues(r, keys)
-        rows = [row.as_dict() for row in inspect.queue_stats(r, keys, group, queues)]
+        stats = inspect.queue_stats(r, keys, group, queues, live=set(presence.live_consumers(r, keys)))
+        stale = sorted({name for row in stats for name in row.stale_consumers})
+        rows = [row.as_dict() for row in stats]
         scheduled = r.zcard(keys.scheduled)
+        persistence = durability.read(r, ask_config=True)
     if args.json:
-        print(orjson.dumps({"prefix": prefix, "group": group, "scheduled": scheduled, "queues": rows}).decode())
+        print(orjson.dumps({"prefix": prefix, "group": group, "scheduled": scheduled, "queues": rows,
+                            "persistence": persistence.as_json()}).decode())
         return 0
     cols = ("queue", "length", "pending", "oldest_pending_s", "lag", "consumers", "dead_letters")
     heads = ("QUEUE", "LENGTH", "PENDING", "OLDEST PENDING", "LAG", "CONSUMERS", "DEAD")
@@ -148,6 +164,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for r_ in cells:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r_, widths))))
     print(f"\nscheduled: {scheduled}    prefix: {prefix}    group: {group}")
+    if stale:
+        print(f"stale consumers: {', '.join(sorted(stale))} (stopped workers; not counted above; live workers "
+              "remove them after 2 x --idle-timeout)")
+    print(f"redis: {persistence.describe()}")
+    for text in durability.warnings(persistence, where):
+        print(f"warning: {text}")
     return 0
 
 
@@ -179,7 +201,19 @@ def cmd_workers(args: argparse.Namespace) -> int:
         print("no live workers")
     else:
         _table(_WORKER_HEADS, [_worker_row(w) for w in workers])
+        if args.jobs:
+            rows = jobinfo.running_rows(workers)
+            print()
+            if rows:
+                _table(jobinfo.RUNNING_HEADS, rows)
+            else:
+                print("no job running")
     return 0
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    url, prefix, _ = _settings(args)
+    return jobinfo.cmd_job(args, url, prefix)
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -226,7 +260,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"enqueue": cmd_enqueue, "inspect": cmd_inspect, "workers": cmd_workers, "control": cmd_control,
-                "dlq": cmd_dlq, "acl": acl.run, "jobs": cmd_jobs, "dashboard": cmd_dashboard}
+                "dlq": cmd_dlq, "acl": acl.run, "jobs": cmd_jobs, "dashboard": cmd_dashboard, "job": cmd_job}
     try:
         return commands[args.command](args)
     except BackstageError as exc:

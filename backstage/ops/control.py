@@ -12,12 +12,14 @@ Control commands travel as broadcasts (``P:broadcast``) of the task
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 import redis
+import redis.asyncio
 
 from ..errors import InvalidJobError
 from ..protocol.keys import Keys, validate_queue
@@ -25,7 +27,7 @@ from ..protocol.wire import encode_payload, now_ms
 
 __all__ = ["CONTROL_TASK", "COMMANDS", "BROADCAST_MAXLEN", "REPLY_TTL_MS", "ControlRequest", "Controllable",
            "broadcast_fields", "check_command", "request_payload", "parse_request", "execute", "reply",
-           "collect_replies"]
+           "collect_replies", "collect_replies_async"]
 
 CONTROL_TASK = "backstage.control"
 COMMANDS = ("ping", "shutdown", "pause", "resume", "concurrency")
@@ -132,4 +134,22 @@ def collect_replies(r: "redis.Redis", key: str, expected: int, timeout: float) -
             break
         out.append(orjson.loads(got[1]))
     r.delete(key)
+    return out
+
+
+async def collect_replies_async(r: "redis.asyncio.Redis", key: str, expected: int,
+                                timeout: float) -> list[dict[str, Any]]:
+    """:func:`collect_replies` for an asyncio client."""
+    out: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(out) < expected:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        got = await r.blpop([key], timeout=max(left, 0.01))
+        if got is None:
+            break
+        out.append(orjson.loads(got[1]))
+    await r.delete(key)
     return out

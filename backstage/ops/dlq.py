@@ -42,6 +42,7 @@ from ..connections import redis_conn
 from ..protocol import scripts, wire
 from ..errors import BackstageError, ConfigError
 from ..protocol.keys import Keys, validate_queue
+from . import presence
 
 __all__ = ["DEAD_LETTER_FIELDS", "REQUEUE_DROPS", "DEFAULT_BATCH", "DEFAULT_LIST_LIMIT", "DeadLetter",
            "DeadLetters", "Filter", "Progress", "format_entry", "format_table", "parse_since", "run"]
@@ -445,7 +446,10 @@ def _cmd_list(c: _Ctx) -> int:
     if not entries:
         print(f"no {'matching ' if c.flt.active else ''}entries in {c.dls.stream}")
         return 0
-    print("\n".join(format_table(entries, shutil.get_terminal_size().columns)))
+    # fitted to a terminal (or an explicit $COLUMNS) only: piped output (grep, a file) keeps every cell whole
+    fit = sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
+    width = shutil.get_terminal_size().columns if fit else sys.maxsize
+    print("\n".join(format_table(entries, width)))
     if more:
         total = "" if c.flt.active else f" of {c.dls.length()}"
         print(f"\nshowing the oldest {limit}{total} {'matching ' if c.flt.active else ''}entries; "
@@ -467,13 +471,17 @@ def _cmd_show(c: _Ctx) -> int:
     return 0
 
 
-def _select(c: _Ctx, until: str, skipped: collections.Counter[str]) -> list[tuple[str, str]]:
+def _select(c: _Ctx, until: str, skipped: collections.Counter[str],
+            served: presence.Served | None = None) -> list[tuple[str, str]]:
     """``(id, target stream)`` of the matching, requeueable entries of the snapshot,
     oldest first, at most --limit; counts the others in ``skipped`` by reason.
-    Keeps ids only (not payloads): a snapshot of 100,000 entries stays small."""
+    ``served`` (None: --force) also skips entries the live workers would dead-letter
+    again. Keeps ids only (not payloads): a snapshot of 100,000 entries stays small."""
     moves: list[tuple[str, str]] = []
     for entry in c.dls.scan(c.flt, until=until):
         why = entry.problem()
+        if why is None and served is not None:
+            why = served.problem(entry.task, entry.fields)
         if why is not None:
             skipped[why] += 1
             continue
@@ -486,7 +494,9 @@ def _select(c: _Ctx, until: str, skipped: collections.Counter[str]) -> list[tupl
 def _cmd_requeue(c: _Ctx) -> int:
     until = c.dls.last_id()
     skipped: collections.Counter[str] = collections.Counter()
-    moves = _select(c, until, skipped) if until else []
+    force = getattr(c.args, "force", False)
+    served = None if force else presence.Served.from_heartbeats(presence.live_workers(c.dls.r, c.dls.keys))
+    moves = _select(c, until, skipped, served) if until else []
     moved: collections.Counter[str] = collections.Counter()
     missing = 0
     bar = _progress(len(moves))
@@ -528,7 +538,7 @@ def _requeue_report(c: _Ctx, moved: collections.Counter[str], skipped: collectio
     where = ", ".join(f"{n} to {t}" for t, n in sorted(moved.items()))
     print(f"requeued {_entries(requeued)}" + (f" ({where})" if where else ""))
     if nskipped:
-        print(f"skipped {nskipped} that cannot run as jobs (left in {c.dls.stream}):")
+        print(f"skipped {nskipped} that would only be dead-lettered again (left in {c.dls.stream}):")
         for why, n in skipped.most_common():
             print(f"  {n}  {why}")
     if missing:

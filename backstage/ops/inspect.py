@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import redis
 
@@ -28,8 +28,9 @@ class QueueStats:
     pending: int  # delivered to the group and not yet acked (PEL)
     oldest_pending_s: float | None  # age of the oldest pending entry (when asked for)
     lag: int | None  # entries not yet delivered to the group (Redis 7+)
-    consumers: int
+    consumers: int  # of the group; only live workers' when asked (``live=``)
     dead_letters: int
+    stale_consumers: tuple[str, ...] = ()  # consumers of stopped workers not yet removed (when ``live=``)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,9 +41,12 @@ def _text(v: Any) -> str:
 
 
 def queue_stats(r: "redis.Redis", keys: Keys, group: str, queues: Sequence[str], *,
-                oldest: bool = True) -> list[QueueStats]:
+                oldest: bool = True, live: Collection[str] | None = None) -> list[QueueStats]:
     """Statistics of ``queues`` for consumer ``group``; ``oldest`` also reads the
-    age of each queue's oldest pending entry (one more round trip)."""
+    age of each queue's oldest pending entry (one more round trip). With
+    ``live`` (the consumer names of live workers, from presence), ``consumers``
+    counts only those, and the others are listed in ``stale_consumers``
+    (one more round trip, for queues that have consumers)."""
     pipe = r.pipeline(transaction=False)
     for q in queues:
         pipe.xlen(keys.stream(q))
@@ -74,6 +78,17 @@ def queue_stats(r: "redis.Redis", keys: Keys, group: str, queues: Sequence[str],
             if isinstance(first, list) and first:
                 ms = int(_text(first[0]["message_id"]).split("-")[0])
                 row["oldest_pending_s"] = round(now - ms / 1000, 1)
+    counted = [row for row in rows if live is not None and row["consumers"]]
+    if counted:
+        assert live is not None
+        pipe = r.pipeline(transaction=False)
+        for row in counted:
+            pipe.xinfo_consumers(keys.stream(row["queue"]), group)
+        for row, found in zip(counted, pipe.execute(raise_on_error=False)):
+            if isinstance(found, list):
+                names = {_text(c["name"]) for c in found}
+                row["consumers"] = len(names & set(live))
+                row["stale_consumers"] = tuple(sorted(names - set(live)))
     return [QueueStats(**row) for row in rows]
 
 

@@ -16,15 +16,18 @@ commands and their replies (``P:workers:reply:<id>``) are
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 import redis
+import redis.asyncio
 
+from ..protocol import wire
 from ..protocol.keys import Keys
 
 __all__ = ["RESERVED_CONSUMERS", "heartbeat", "live_consumers", "live_workers", "remove", "paused_queues",
-           "set_paused", "per_minute"]
+           "set_paused", "per_minute", "live_consumers_async", "live_workers_async", "set_paused_async", "Served"]
 
 RESERVED_CONSUMERS = frozenset({"paused", "reply"})
 MINUTE_TTL_S = 7200  # per-minute job counts are kept two hours (the dashboard charts one)
@@ -96,3 +99,57 @@ def set_paused(r: "redis.Redis", keys: Keys, queues: Iterable[str], paused: bool
     qs = list(queues)
     if qs:
         (r.sadd if paused else r.srem)(keys.paused, *qs)
+
+
+# -- the same reads for AsyncClient ----------------------------------------------------------
+async def live_consumers_async(r: "redis.asyncio.Redis", keys: Keys) -> list[str]:
+    """:func:`live_consumers` for an asyncio client."""
+    now = int(time.time() * 1000)
+    return [_text(c) for c in await r.zrangebyscore(keys.workers, now, "+inf")]
+
+
+async def live_workers_async(r: "redis.asyncio.Redis", keys: Keys) -> list[dict[str, Any]]:
+    """:func:`live_workers` for an asyncio client."""
+    names = await live_consumers_async(r, keys)
+    if not names:
+        return []
+    raws = await r.mget([keys.worker(n) for n in names])
+    return sorted((orjson.loads(raw) for raw in raws if raw is not None), key=lambda w: w.get("consumer", ""))
+
+
+async def set_paused_async(r: "redis.asyncio.Redis", keys: Keys, queues: Iterable[str], paused: bool) -> None:
+    """:func:`set_paused` for an asyncio client."""
+    qs = list(queues)
+    if qs:
+        await (r.sadd if paused else r.srem)(keys.paused, *qs)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the live workers run, from their heartbeats: the tasks they serve and
+    their payload size limit. Decides which entries a requeue would only bounce."""
+
+    tasks: frozenset[str]
+    max_payload_bytes: int
+    workers: int
+
+    @classmethod
+    def from_heartbeats(cls, workers: Sequence[Mapping[str, Any]]) -> "Served":
+        """From ``presence.live_workers`` (workers that publish no task list count as none)."""
+        tasks = frozenset(t for w in workers for t in w.get("tasks", ()) if isinstance(t, str))
+        limits = [int(w["max_payload_bytes"]) for w in workers if isinstance(w.get("max_payload_bytes"), int)]
+        return cls(tasks, max(limits) if limits else wire.DEFAULT_MAX_PAYLOAD_BYTES, len(workers))
+
+    def problem(self, task: str, fields: Mapping[str, str]) -> str | None:
+        """Why requeueing a dead letter (its ``taskName`` and fields, as text) cannot
+        cure what dead-lettered it; None when it may."""
+        reason = fields.get("reason", "")
+        if reason == "unknown-task" and task not in self.tasks:
+            who = f"none of the {self.workers} live worker(s)" if self.workers else "no live worker"
+            return (f"unknown-task: {who} serves it (their heartbeats list their tasks): deploy the handler "
+                    "first, or pass --force")
+        if fields.get("errorType") == "PayloadTooLarge" and \
+                len(fields.get("payload", "").encode()) > self.max_payload_bytes:
+            return (f"payload over the workers' {self.max_payload_bytes}-byte limit (--max-payload-bytes): "
+                    "raise it first, or pass --force")
+        return None

@@ -10,20 +10,22 @@ which opens its own connection after the fork.
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import math
 import os
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
 from .. import tracing
 from ..app import Next
-from ..errors import Reject, Retry
+from ..context import JobContext, current_job
+from ..context import _current as _current  # (backstage.testing.inline sets it too)
+from ..errors import PayloadError, Reject, Retry
+from ..protocol.wire import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from . import ipc
 
 if TYPE_CHECKING:
@@ -34,24 +36,6 @@ __all__ = ["JobContext", "current_job", "current_trace", "child_main", "CHILD_BO
 #: Exit code of a child whose start-up hooks failed; the master stops on it.
 CHILD_BOOT_FAILED = 3
 _TB_LIMIT = 16_000
-
-
-@dataclass(frozen=True, slots=True)
-class JobContext:
-    """What a running handler may want to know about its job."""
-
-    job_id: str | None
-    task: str
-    attempt: int
-    child: int
-
-
-_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("backstage_job", default=None)
-
-
-def current_job() -> JobContext | None:
-    """The job the calling handler is running (None outside a handler)."""
-    return _current.get()
 
 
 # Tracing on only (ipc.TRACED_JOBS frames): job id -> [queue, traceparent] for
@@ -87,20 +71,40 @@ def _error(kind: str, exc: BaseException, seq: int, dur: int, retry_ms: int | No
     return ipc.Err(seq, dur, kind, etype, str(exc), tb, retry_ms)
 
 
-def _next_step(result: Any) -> ipc.NextStep | None:
-    """Workflow instruction from a handler's return value, or None."""
+def _next_step(result: Any, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> ipc.NextStep | None:
+    """Workflow instruction from a handler's return value, or None.
+
+    Raises ValueError / PayloadError (the job then fails) for a bad delay, or
+    a payload JSON cannot carry or the consumer would refuse as oversize."""
+    step = _parse_step(result)
+    # (text: up to 4 bytes a character; encoded again only when that could pass the limit)
+    if step is not None and len(step.payload_json) * 4 > max_payload_bytes:
+        size = len(step.payload_json.encode())
+        if size > max_payload_bytes:
+            raise PayloadError(f"next step {step.task!r}: payload of {size} bytes of JSON is over the "
+                               f"{max_payload_bytes}-byte limit (Backstage(max_payload_bytes=...))")
+    return step
+
+
+def _parse_step(result: Any) -> ipc.NextStep | None:
     if isinstance(result, Next):
         tp = getattr(result, "traceparent", None)  # a tracer's Next (backstage.contrib.otel)
-        return ipc.NextStep(result.task, round(result.delay * 1000), orjson.dumps(result.payload).decode(),
-                            result.queue, tp or None)
+        return ipc.NextStep(result.task, round(result.delay * 1000),
+                            encode_payload(result.task, result.payload).decode(), result.queue, tp or None)
     if isinstance(result, dict) and isinstance(result.get("next"), str) and result["next"]:
-        delay = result.get("delay") or 0
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-            raise ValueError(f"workflow instruction: delay={delay!r} must be milliseconds >= 0")
+        # the seed SDKs' form: the delay is milliseconds, "delay" or "delay_ms" (never seconds)
+        if "delay" in result and "delay_ms" in result:
+            raise ValueError("workflow instruction: give \"delay\" or \"delay_ms\" (both milliseconds), not both")
+        name = "delay_ms" if "delay_ms" in result else "delay"
+        delay = result.get(name) or 0
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < math.inf:
+            raise ValueError(f"workflow instruction: {name}={delay!r} must be milliseconds >= 0 "
+                             "(Next(task, payload, delay=seconds) takes seconds)")
         queue = result.get("queue")
         if queue is not None:
             Next(result["next"], queue=queue)  # validates the queue name
-        return ipc.NextStep(result["next"], int(delay), orjson.dumps(result.get("payload")).decode(), queue)
+        return ipc.NextStep(result["next"], int(delay), encode_payload(result["next"], result.get("payload")).decode(),
+                            queue)
     return None
 
 
@@ -193,7 +197,7 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                                 result = loop.run_until_complete(task.handler(value))
                             else:
                                 result = task.handler(value)
-                            step = _next_step(result)
+                            step = _next_step(result, app.max_payload_bytes)
                             value = orjson.dumps(result).decode() if job.want_result and step is None else None
                             out = None
                             dur = perf() - t0

@@ -14,8 +14,9 @@ from ..errors import AppNotFound, ConfigError
 from ..connections.redis_conn import TlsSettings, with_tls
 from ..protocol.keys import PRIORITIES
 from ..logs import setup_logging
+from ..ops.argv import Parser, add_version
 from .config import WorkerConfig, default_consumer
-from .loop import EXIT_APP, EXIT_USAGE, Master
+from .loop import EXIT_APP, EXIT_REDIS, EXIT_USAGE, Master
 
 __all__ = ["main", "load_app", "build_parser"]
 
@@ -23,17 +24,18 @@ EPILOG = """\
 signals:
   TERM, INT    stop fetching, let running jobs finish within --grace-period,
                commit their outcomes, exit 0 (a second INT stops at once)
-  QUIT         stop at once: kill children; their jobs stay pending in Redis
-               and are recovered by another worker after the idle timeout
+  QUIT         stop at once: kill children and hand their jobs back to their
+               queues (same attempt); if Redis does not answer within a few
+               seconds they stay pending and are recovered after --idle-timeout
   HUP          replace every child gracefully (after its current job)
   TTIN / TTOU  one child more / one child less
 
 exit codes:
   0  stopped cleanly        1  forced stop, or outcomes left uncommitted
   2  bad options or config  3  the app could not be loaded, or a child could not boot
-  4  Redis unreachable or older than 6.2 at start-up
+  4  Redis unreachable (after --wait-for-redis, if given) or older than 6.2 at start-up
 
-Every option also reads an environment variable, e.g. --concurrency from
+Every option marked [NAME] also reads BACKSTAGE_NAME, e.g. --concurrency from
 BACKSTAGE_CONCURRENCY and --redis-url from BACKSTAGE_REDIS_URL (then the
 app's redis_url, which itself defaults to $REDIS_URL). Prefer the variable
 for a URL with a password: command lines are visible to other users.
@@ -50,13 +52,15 @@ def _env(name: str) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="backstage-prefork",
         description="Run Backstage jobs: one master process talks to Redis, N forked children run the handlers.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("app", metavar="module[:attr]", help="module holding the Backstage app (attr: its name, if several)")
+    p.add_argument("app", metavar="module[:attr]",
+                   help="module holding the Backstage app, or its file (myapp/tasks.py); attr: its name, if several")
+    add_version(p)
     p.add_argument("-c", "--concurrency", type=int, help="child processes (default: CPU count) [CONCURRENCY]")
     p.add_argument("-Q", "--queues", help=f"queues to serve, most urgent first (default: {','.join(PRIORITIES)}) [QUEUES]")
     p.add_argument("--redis-url", help="Redis URL (default: the app's) [REDIS_URL]")
@@ -94,19 +98,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics from the master [METRICS_PORT]")
     p.add_argument("--metrics-host", metavar="HOST", help="address to bind the metrics port (default 0.0.0.0) [METRICS_HOST]")
+    p.add_argument("--wait-for-redis", type=float, metavar="S",
+                   help="at start, wait up to S seconds for Redis to answer before giving up with exit code 4 "
+                        "(default 0: give up at once) [WAIT_FOR_REDIS]")
+    p.add_argument("--reload", action="store_true",
+                   help="development: restart the worker when a .py file under the current directory (or "
+                        "--reload-dir) changes; needs the [reload] extra (watchfiles)")
+    p.add_argument("--reload-dir", action="append", metavar="DIR", help="directory to watch with --reload (repeatable)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="(default info) [LOG_LEVEL]")
     p.add_argument("--log-format", choices=["text", "json"], help="(default text) [LOG_FORMAT]")
     return p
 
 
+def _module_of_file(path_text: str) -> str:
+    """Module name of a file path (``myapp/tasks.py`` → ``myapp.tasks``), putting the
+    directory above its outermost package on ``sys.path``."""
+    path = os.path.abspath(path_text if path_text.endswith(".py") or not os.path.isfile(path_text + ".py")
+                           else path_text + ".py")
+    if not os.path.isfile(path) or not path.endswith(".py"):
+        raise AppNotFound(f"{path_text!r}: no such Python file (current directory {os.getcwd()}); "
+                          "give a file like myapp/tasks.py or a module path like myapp.tasks")
+    directory, base = os.path.split(path)
+    parts = [base[:-3]]
+    while os.path.isfile(os.path.join(directory, "__init__.py")):
+        directory, package = os.path.split(directory)
+        parts.insert(0, package)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    return ".".join(parts)
+
+
+def _import(module_name: str, given: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if not missing or not (module_name == missing or module_name.startswith(missing + ".")):
+            raise  # the app itself imports something missing: its traceback says what
+        where = os.environ.get("PYTHONPATH")
+        raise AppNotFound(
+            f"cannot import {given!r}: no module named {missing!r} (current directory {os.getcwd()}"
+            + (f", PYTHONPATH={where}" if where else ", PYTHONPATH unset")
+            + "); give the module path you would import (myapp.tasks) or a file path (myapp/tasks.py), "
+            "and run from the directory that holds the package or add it to PYTHONPATH") from None
+
+
 def load_app(spec: str) -> Backstage:
-    """Import ``module[:attr]`` and return its one Backstage app."""
+    """Import ``module[:attr]`` (or ``path/to/file.py[:attr]``) and return its one Backstage app.
+
+    Raises:
+        AppNotFound: the module cannot be found (one line: the current
+            directory and how to name it), or holds no / several apps.
+        Exception: whatever the app module raises while it is imported.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name:
         raise AppNotFound(f"{spec!r}: expected module[:attr], e.g. app.tasks or app.tasks:app")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+        module_name = _module_of_file(module_name)
+    module = _import(module_name, spec.partition(":")[0])
     if attr:
         try:
             obj: Any = getattr(module, attr)
@@ -148,7 +200,8 @@ def config_from_args(args: argparse.Namespace, app: Backstage) -> tuple[WorkerCo
                        ("grace_period", float), ("default_timeout", float), ("prefetch", int),
                        ("max_batch", int), ("max_deliveries", int), ("idle_timeout", float),
                        ("dead_letter_maxlen", int), ("max_payload_bytes", int), ("redis_timeout", float),
-                       ("heartbeat_interval", float), ("metrics_port", int), ("history", int)):
+                       ("heartbeat_interval", float), ("metrics_port", int), ("history", int),
+                       ("wait_for_redis", float)):
         v = _opt(args, name, conv)
         if v is not None:
             kw[name] = v
@@ -186,8 +239,14 @@ def _redis_url(args: argparse.Namespace, app: Backstage) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(words)
     setup_logging(_env("LOG_LEVEL") or args.log_level or "info", args.log_format or _env("LOG_FORMAT") or "text")
+    if args.reload:
+        from . import reload  # lazily: the worker itself never imports watchfiles
+
+        grace = _opt(args, "grace_period", float)
+        return reload.run(words, args.reload_dir or [os.getcwd()], 30.0 if grace is None else grace)
     try:
         app = load_app(args.app)
     except AppNotFound as exc:
@@ -208,7 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # e.g. a malformed Sentinel URL or a missing TLS file
         print(f"backstage-prefork: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return master.run()
+    try:
+        return master.run()
+    except KeyboardInterrupt:  # Ctrl-C while --wait-for-redis waits (before signals are ours)
+        print("backstage-prefork: interrupted while waiting for Redis", file=sys.stderr)
+        return EXIT_REDIS
 
 
 if __name__ == "__main__":  # pragma: no cover

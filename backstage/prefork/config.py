@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError, InvalidJobError
 from ..protocol.keys import DEFAULT_GROUP, DEFAULT_PREFIX, PRIORITIES, validate_queue
+from ..protocol.wire import DEFAULT_MAX_PAYLOAD_BYTES
 
 __all__ = ["WorkerConfig", "default_consumer"]
 
@@ -49,7 +50,7 @@ class WorkerConfig:
     idle_timeout: float = 60.0
     max_deliveries: int = 5
     dead_letter_maxlen: int = 100_000
-    max_payload_bytes: int = 16 * 1024 * 1024
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     block_timeout: float = 5.0
     promote_interval: float = 0.1
     promote_batch: int = 1000
@@ -62,6 +63,7 @@ class WorkerConfig:
     metrics_host: str = "0.0.0.0"
     #: keep a capped stream of the last N finished jobs (``P:history``); 0: off, nothing written
     history: int = 0
+    wait_for_redis: float = 0.0  # seconds to wait for Redis at start (0: exit 4 at once)
 
     def __post_init__(self) -> None:
         _positive("concurrency", self.concurrency, integer=True)
@@ -98,6 +100,7 @@ class WorkerConfig:
         _positive("redis_timeout", self.redis_timeout)
         _positive("heartbeat_interval", self.heartbeat_interval)
         _positive("broadcast_interval", self.broadcast_interval)
+        _positive("wait_for_redis", self.wait_for_redis, zero=True)
         if self.metrics_port is not None and (isinstance(self.metrics_port, bool) or not isinstance(self.metrics_port, int)
                                               or not 0 <= self.metrics_port <= 65535):
             raise ConfigError(f"metrics_port={self.metrics_port!r}: expected a TCP port 0-65535")

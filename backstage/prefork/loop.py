@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterator
 import redis
 
 from ..app import Backstage
-from ..ops import inspect
+from ..errors import RedisVersionError
+from ..ops import durability, inspect
 from ..protocol import wire
 from ..protocol.keys import Keys
 from . import ipc
@@ -150,11 +151,42 @@ class Master:
         self._sig_w.close()
 
     # -- main loop -------------------------------------------------------------
-    def run(self) -> int:
+    def _connect(self) -> bool:
+        """Check Redis at start, waiting up to --wait-for-redis seconds for it to answer;
+        then say once what would lose jobs (no AOF, cron entries of undefined tasks)."""
+        deadline = self.clock() + self.cfg.wait_for_redis
+        told = False
+        while True:
+            try:
+                self.broker.check()
+                break
+            except Exception as exc:  # noqa: BLE001 - translated BrokerError, named endpoint
+                left = deadline - self.clock()
+                if left <= 0 or isinstance(exc, RedisVersionError):
+                    log.error("cannot start: %s", exc)
+                    return False
+                if not told:
+                    log.warning("waiting up to %gs for Redis: %s", self.cfg.wait_for_redis, exc,
+                                extra={"event": "redis-wait"})
+                    told = True
+                time.sleep(min(0.25, left))  # before the loop exists: nothing else to serve yet
+        if told:
+            log.info("Redis at %s answers", self.broker.where, extra={"event": "redis-reconnect"})
         try:
-            self.broker.check()
-        except Exception as exc:  # noqa: BLE001 - translated BrokerError, named endpoint
-            log.error("cannot start: %s", exc)
+            for text in durability.warnings(durability.read(self.broker.redis), self.broker.where):
+                log.warning("%s", text, extra={"event": "durability"})
+        except redis.RedisError as exc:
+            log.debug("could not read Redis persistence settings: %s", exc)
+        for entry in self.app.cron_entries:
+            if entry.task not in self.app.tasks and not self.app.serves_elsewhere(entry.task):
+                log.warning("cron %s enqueues task %r, which this app does not define: each tick will be "
+                            "dead-lettered as unknown-task unless another worker serves it (list it in "
+                            "Backstage(external_tasks=...) to silence this)", entry.name, entry.task,
+                            extra={"event": "cron"})
+        return True
+
+    def run(self) -> int:
+        if not self._connect():
             return EXIT_REDIS
         if self.cfg.metrics_port is not None:
             try:
@@ -318,7 +350,10 @@ class Master:
         return {"queues": self.queues, "paused": sorted(self.exchange.paused & set(self.queues)),
                 "concurrency": sup.concurrency, "children": len(sup.children), "busy": sup.busy(),
                 "processed": self.outcomes.processed, "failed": self.outcomes.failed, "started_at": self.started,
-                "stopping": self.stopping}
+                "stopping": self.stopping,
+                # what runs now (backstage workers --jobs), and what this worker can run (dlq requeue)
+                "jobs": sup.running(self.queues), "tasks": sorted(self.app.tasks)[:1000],
+                "max_payload_bytes": self.cfg.max_payload_bytes}
 
     def child_pids(self) -> list[int]:
         return self.supervisor.pids()
@@ -351,7 +386,7 @@ class Master:
                          self.cfg.grace_period, extra={"event": "stop"})
                 self.begin_stop()
             elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.stopping):
-                log.warning("%s: stopping now; running jobs stay pending for recovery",
+                log.warning("%s: stopping now; running jobs go back to their queues",
                             signal.Signals(signum).name, extra={"event": "stop-forced"})
                 self.force_stop()
             elif signum == signal.SIGHUP:
@@ -381,9 +416,18 @@ class Master:
         sup.spawning = False
         self.exit_code = EXIT_FORCED
         self.exchange.stop_fetching()
-        # running and buffered entries stay in the PEL for the reclaimer
-        sup.kill_all("forced stop")
-        self.dispatcher.take_all()
+        # We know these did not finish: hand them back to their streams now (committed on the
+        # way out, when Redis answers) rather than leave them to a reclaimer that waits
+        # --idle-timeout. As at the end of the grace period, that uses no attempt.
+        for c in sup.children:
+            sup.kill(c, "forced stop")
+        for c in list(sup.children):
+            if not c.eof:
+                sup.on_readable(c)  # outcomes written before the kill still count
+        for d in sup.kill_all("forced stop"):
+            self.outcomes.hand_back(d)
+        for d in self.dispatcher.take_all():
+            self.outcomes.hand_back(d)
 
     def _stopped(self) -> bool:
         if self.forced:
@@ -478,7 +522,9 @@ class Master:
         self.supervisor.stop_all()  # close every pipe: children exit at EOF; then wait for them
         # commit what finished (and what we hand back), retrying while Redis recovers
         ex = self.exchange
-        settle_deadline = self.clock() + max(self.cfg.grace_period, 5.0)
+        # a forced stop was asked to be quick: give Redis a moment, not the grace period
+        settle_deadline = self.clock() + (min(self.cfg.redis_timeout, 5.0) if self.forced
+                                          else max(self.cfg.grace_period, 5.0))
         while ex.unsettled() and self.clock() < settle_deadline:
             self.health.down_until = 0.0
             ex.settle_now()

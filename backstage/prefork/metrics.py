@@ -32,7 +32,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 JOB_COUNTERS = {
     "processed": "Jobs whose handler returned",
     "failed": "Job executions that failed (error, timeout, lost worker, bad input)",
-    "retried": "Failed jobs scheduled for another attempt",
+    "retried": "Jobs scheduled for another attempt (after a failure, or a handler's raise Retry)",
     "dead_lettered": "Jobs moved to a dead-letter stream",
 }
 

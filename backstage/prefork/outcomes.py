@@ -116,15 +116,23 @@ class Outcomes:
             self.holder.batch.add_next(d.si, d.id, stream, fields, origin=d)
 
     def failed_run(self, d: Delivery, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None:
-        """The execution failed (``kind``: see :func:`policy.decide`): retry it or dead-letter it."""
-        self.failed += 1
-        d.stats.failed[d.si] += 1
+        """The execution failed (``kind``: see :func:`policy.decide`): retry it or dead-letter it.
+
+        ``raise Retry(...)`` (kind ``retry``) is the handler's choice, not a failure: it
+        counts as a retry only (not in ``failed``), and is logged at info level."""
+        if kind != "retry":
+            self.failed += 1
+            d.stats.failed[d.si] += 1
         decision = policy.decide(kind, attempt=d.attempt, attempts=d.attempts, max_deliveries=self.max_deliveries,
                                  backoff=d.backoff, retry_delay_ms=retry_ms)
         extra = {"event": "job-failed", "job_id": d.log_id, "task": d.task, "queue": self.queues[d.si]}
         if isinstance(decision, policy.RetryLater):
-            log.warning("job %s (%s) attempt %d failed: %s: %s; retry in %.3gs", d.id.decode(), d.task,
-                        d.attempt, etype, emsg, decision.delay, extra=extra)
+            if kind == "retry":
+                log.info("job %s (%s) attempt %d asked for a retry (%s); retry in %.3gs", d.id.decode(), d.task,
+                         d.attempt, emsg, decision.delay, extra={**extra, "event": "job-retry"})
+            else:
+                log.warning("job %s (%s) attempt %d failed: %s: %s; retry in %.3gs", d.id.decode(), d.task,
+                            d.attempt, etype, emsg, decision.delay, extra=extra)
             d.stats.retried[d.si] += 1
             fields = dict(d.fields)
             fields[b"attempt"] = b"%d" % (d.attempt + 1)
@@ -154,7 +162,10 @@ class Outcomes:
                    origin=r)
 
     def hand_back(self, d: Delivery) -> None:
-        """Fetched but never run (stopping): return it to its stream for any worker."""
+        """Not run to the end (stopping: never started, or killed by a forced stop or the end
+        of the grace period): return it to its stream for any worker, as it was (same attempt)."""
+        if d.result_ttl is not None:
+            self._status(d.si, d.id, d.job_id, d.result_ttl, b"queued")
         self.holder.batch.hand_back(d.si, d.id, d.fields, origin=d)
 
     # -- Redis refused an operation ---------------------------------------------------------

@@ -19,6 +19,7 @@ import os
 import selectors
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Callable, Deque
 
 import psutil
@@ -93,7 +94,7 @@ class Supervisor:
         self.concurrency = cfg.concurrency
         self.stopping = False  # the master stops: exits are expected
         self.spawning = True  # False once the master stops or must stop
-        self.forced = False  # killed on purpose: their jobs stay pending for recovery
+        self.forced = False  # killed on purpose: the master hands their jobs back itself
         self.reap_due = True  # a child may have exited: waitpid on the next pass
         self.recycles: collections.Counter[str] = collections.Counter()
 
@@ -103,6 +104,20 @@ class Supervisor:
 
     def pids(self) -> list[int]:
         return [c.pid for c in self.children]
+
+    def running(self, queues: list[str]) -> list[dict[str, Any]]:
+        """The job each busy child runs now (``backstage workers --jobs``), times in epoch seconds."""
+        wall_minus_mono = time.time() - self.clock()
+        out = []
+        for c in self.children:
+            if c.inflight and c.killed is None:
+                d = c.inflight[0]
+                started = c.head_started + wall_minus_mono
+                out.append({"child": c.index, "pid": c.pid, "job_id": d.job_id, "entry_id": d.id.decode(),
+                            "task": d.task, "queue": queues[d.si], "attempt": d.attempt,
+                            "started_at": round(started, 3),
+                            "deadline": round(started + d.timeout, 3) if d.timeout is not None else None})
+        return out
 
     def deadline(self) -> float:
         """The nearest time limit of a running job."""
@@ -260,7 +275,8 @@ class Supervisor:
     def on_exit(self, child: Child, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         if not child.eof:
-            self.on_readable(child)  # outcomes written before it died still count
+            if not self.forced:  # (a forced stop read them already, and handed the rest back)
+                self.on_readable(child)  # outcomes written before it died still count
             if not child.eof:
                 self.sel.unregister(child.out_r)
         if child.writing:
@@ -291,8 +307,12 @@ class Supervisor:
             why = _describe_exit(code)
             log.warning("child %d (pid %d) exited unexpectedly: %s", child.index, child.pid, why,
                         extra={"event": "child-lost"})
+        elif self.stopping and child.retiring is None:
+            # the worker is stopping: nothing replaces it
+            log.info("child %d (pid %d) stopped%s", child.index, child.pid, f" ({why})" if why else "",
+                     extra={"event": "child-stopped"})
         else:
-            log.info("child %d (pid %d) replaced: %s", child.index, child.pid, why or "stopped",
+            log.info("child %d (pid %d) replaced: %s", child.index, child.pid, why,
                      extra={"event": "child-replaced"})
 
     def kill_overdue(self, now: float) -> None:

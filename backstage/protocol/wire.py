@@ -11,6 +11,8 @@ entry and go on.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ __all__ = [
     "dead_letter_fields",
     "now_ms",
     "REASONS",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
 ]
 
 #: Dead-letter reasons (WIRE.md › Dead-letter entry).
@@ -132,16 +135,88 @@ class Backoff:
         return cls(kind, delay / 1000.0, (cap / 1000.0) if cap else None, jitter is True)
 
 
+#: Default cap of a payload's JSON size, for producers and workers alike
+#: (``backstage-prefork --max-payload-bytes``; ``max_payload_bytes=`` on the clients).
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+
 def encode_payload(task: str, payload: Any) -> bytes:
-    """Serialize a payload to JSON; raise PayloadError naming the task and type."""
+    """Serialize a payload to JSON; raise PayloadError naming the task and type.
+
+    JSON has no NaN or infinity: orjson would write ``null`` in their place
+    and the handler would get ``None``, so they are refused here instead.
+    """
     try:
-        return orjson.dumps(payload)
+        out = orjson.dumps(payload)
     except TypeError as exc:  # orjson.JSONEncodeError subclasses TypeError
         raise PayloadError(
             f"payload of task {task!r} cannot be serialized to JSON: {exc} "
             f"(payload type {type(payload).__name__}); pass dicts, lists, str, int, float, "
             "bool, None, datetime, UUID or dataclasses"
         ) from None
+    # orjson writes NaN/inf as null. Only a payload whose JSON holds a null and does not
+    # read back equal (NaN became None; or tuples, datetimes, … which never compare
+    # equal to what JSON gives back) pays for the walk
+    if b"null" in out and orjson.loads(out) != payload and _has_non_finite(payload):
+        raise PayloadError(
+            f"payload of task {task!r}: {_non_finite_path(payload, 'payload')} is not a finite number (JSON "
+            "has no NaN or infinity; orjson would silently send null): send None or a string instead"
+        )
+    return out
+
+
+_SCALARS = frozenset({int, str, bool, type(None)})
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Is there a NaN/infinite float anywhere inside ``value``? (the fast check)"""
+    stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    isfinite = math.isfinite
+    scalars = _SCALARS
+    while stack:
+        v = pop()
+        t = type(v)
+        if t in scalars:
+            continue
+        if t is float:
+            if not isfinite(v):
+                return True
+        elif t is dict:
+            for x in v.values():
+                if type(x) not in scalars:
+                    push(x)
+        elif t is list or t is tuple:
+            for x in v:
+                if type(x) not in scalars:
+                    push(x)
+        elif isinstance(v, float):
+            if not isfinite(v):
+                return True
+        elif isinstance(v, dict):
+            extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            extend(v)
+        elif hasattr(t, "__dataclass_fields__") and dataclasses.is_dataclass(v):
+            extend(getattr(v, f.name, None) for f in dataclasses.fields(v))
+    return False
+
+
+def _non_finite_path(value: Any, path: str) -> str:
+    """Where the first NaN/infinite float is (``payload['a'][2]=nan``), for the message."""
+    if isinstance(value, float):
+        return f"{path}={value!r}" if not math.isfinite(value) else ""
+    items: Any = ()
+    if isinstance(value, dict):
+        items = ((f"{path}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f"{path}.{f.name}", getattr(value, f.name, None)) for f in dataclasses.fields(value))
+    for sub, v in items:
+        if _has_non_finite(v):
+            return _non_finite_path(v, sub)
+    return path
 
 
 @dataclass(frozen=True, slots=True)

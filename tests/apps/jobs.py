@@ -140,6 +140,9 @@ if os.environ.get("BT_CRON_EVERY_SECOND"):
 if os.environ.get("BT_CRON_MINUTELY"):
     app.cron("* * * * *", "record", {"cron": "minute"}, name="minutely")
 
+if os.environ.get("BT_CRON_UNDEFINED"):
+    app.cron("@hourly", "report.undefined", name="undefined")
+
 if os.environ.get("BT_BOOT_FAIL"):
     @app.on_child_start
     def broken_boot() -> None:
@@ -172,3 +175,15 @@ def hop(p: dict) -> Next:
 def fuzz(p: object) -> None:
     """Takes any payload (the fuzz test sends whatever is valid JSON)."""
     record("fuzz", p)
+
+
+@app.task("gate", timeout=60)
+def gate(p: dict) -> dict:
+    """Runs until the test sets ``P:gate:<name>`` (at most 30 s): a job that is running for sure."""
+    record("gate-start", p)
+    key = f"{app.prefix}:gate:{p['name']}"
+    deadline = time.monotonic() + 30
+    while not app.client.redis.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    record("gate", p)
+    return {"opened": p["name"]}
