@@ -306,3 +306,60 @@ def test_go_and_ts_entries_run(aof_server: RedisServer, start_worker, tmp_path: 
     assert r.zcard("backstage:scheduled") == 0
     r.close()
 
+
+
+# -- a delivery whose reply is lost (issue 20, issue 13 item 4) ------------------------------
+# --idle-timeout 60 throughout: an entry stranded in our pending list would wait a minute for
+# the reclaimer, so only the reconcile can explain it running within seconds.
+RECONCILE = ("--idle-timeout", "60", "--redis-timeout", "0.3")
+
+
+def test_fetch_whose_reply_is_lost_in_a_stall_runs_within_seconds(chaos, aof_server: RedisServer):
+    """A job stops redis-server (SIGSTOP) as it ends, so the master's next round trip
+    (its settle and a fetch) reaches a server that runs it only after the master gave up
+    on the reply: the fetched entries are pending for us, unseen. After SIGCONT they run
+    within seconds, each exactly once."""
+    c, r, keys, ledger, start = chaos
+    stall = c.enqueue("chaos.stall", {"redis_pid": aof_server.proc.pid})
+    ids = enqueue_jobs(c, 20)
+    w = start("-c", "1", *RECONCILE)
+    server = psutil.Process(aof_server.proc.pid)
+    try:
+        wait_until(lambda: server.status() == psutil.STATUS_STOPPED, 20, message=lambda: w.log()[-2000:])
+        wait_until(lambda: "TimeoutError" in w.log(), 10, message=lambda: w.log()[-2000:])
+    finally:
+        server.resume()
+    resumed = time.monotonic()
+    runs = check_ledger(r, keys, ledger, ids, flight=set(), timeout=15)
+    took = time.monotonic() - resumed
+    assert max(runs.values()) == 1, "a job ran twice"
+    assert ledger.runs("chaos.stall") == {stall: 1}
+    assert "whose delivery reply was lost" in w.log(), w.log()[-3000:]
+    assert w.proc.poll() is None
+    print(f"every entry settled {took:.2f}s after Redis resumed (idle timeout 60s)")
+
+
+def test_redis_killed_under_load_ten_times_leaves_nothing_pending(chaos, aof_server: RedisServer):
+    """SIGKILL of redis-server and a restart from its AOF, ten times under load: a fetch
+    that ran (and reached the AOF) but whose reply died with the connection leaves its
+    entries pending for us; each round they are taken back and nothing stays pending."""
+    c, r, keys, ledger, start = chaos
+    w = start("-c", "2", *RECONCILE)
+    flight: set[str] = set()
+    ids: list[str] = []
+    for round_ in range(10):
+        batch = enqueue_jobs(c, 30, s=0.002)
+        ids += batch
+        wait_until(lambda: len(set(ledger.runs()) & set(batch)) >= 5, 20, message=lambda: w.log()[-2000:])
+        flight |= in_flight(r, keys) | ledger.unfinished()
+        r.close()
+        aof_server.kill()
+        aof_server.start()
+        r = aof_server.client()
+        flight |= in_flight(r, keys)
+        check_ledger(r, keys, ledger, ids, flight, timeout=15)
+        c.close()
+        c = Client(aof_server.url, prefix=keys.prefix)
+    assert w.proc.poll() is None
+    r.close()
+    c.close()

@@ -270,3 +270,52 @@ def test_held_outcomes_wait_for_company_then_go(parts, r: redis.Redis):
     assert ex.in_flight and ex.in_flight[0].batch is not None
     ex.on_readable()
     assert not ex.unsettled()
+
+
+def test_a_fetch_whose_reply_is_lost_is_reconciled_leaving_held_entries_alone(parts, r: redis.Redis):
+    """A fetch runs in Redis but its reply is given up on: its entries are pending for us,
+    unseen. The reconcile takes back exactly those (one delivery, this run's), not the
+    entry we hold, and not twice."""
+    from backstage.prefork.config import WorkerConfig
+    from backstage.prefork.recovery import Recovery
+
+    stream = parts.keys.stream("default")
+    r.xadd(stream, {"taskName": "t.ok", "payload": "{}", "enqueuedAt": "1", "jobId": "held"})
+    parts.children.slots = 1
+    parts.round_trip()
+    (held,) = parts.fetched
+    assert isinstance(held, Delivery)
+    suspects: list[bool] = []
+    ex = parts.exchange
+    ex.on_lost_fetch = lambda: suspects.append(True)
+    for i in range(3):
+        r.xadd(stream, {"taskName": "t.ok", "payload": "{}", "enqueuedAt": "1", "jobId": f"lost{i}"})
+    parts.children.slots = 4
+    ex.start(parts.clock())
+    assert ex.in_flight[0].fetch >= 3
+    parts.broker._ops_conn.can_read(timeout=5)  # Redis ran the fetch: the reply is on its way
+    parts.clock.t += 5.1  # ... and the master gave up on it
+    ex.check(parts.clock())
+    assert suspects == [True] and len(parts.fetched) == 1
+    assert int(r.xpending(stream, GROUP)["pending"]) == 4
+
+    taken: list[tuple[str | None, int]] = []
+
+    def take_back(si: int, entry_id: bytes, fields: list[bytes], deliveries: int) -> None:
+        d = parts.decoder.decode(si, entry_id, fields, deliveries)
+        assert isinstance(d, Delivery)
+        taken.append((d.job_id, d.attempt))
+
+    cfg = WorkerConfig(queues=QUEUES, prefix=parts.keys.prefix, consumer="c1", concurrency=1)
+    rec = Recovery(parts.broker, cfg, parts.health, QUEUES, held=lambda: iter([(held.si, held.id)]),
+                   room=lambda: 10, active=lambda: [0, 1, 2], accept=take_back)
+    rec.suspect()
+    assert rec.reconcile_at == 0.0
+    assert rec.reconcile(parts.clock()) is True
+    assert sorted(taken) == [("lost0", 1), ("lost1", 1), ("lost2", 1)]
+    assert rec.reconcile_at == parts.clock() + rec.RECHECK  # once more, later
+    # the second pass finds them held now (by whoever took them) and takes nothing again
+    lost_ids = [e[0] for e in r.xrange(stream) if e[1][b"jobId"] != b"held"]
+    rec.held = lambda: iter([(held.si, held.id), *((1, i) for i in lost_ids)])
+    assert rec.reconcile(parts.clock()) is True
+    assert len(taken) == 3 and rec.reconcile_at == float("inf")

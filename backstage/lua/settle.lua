@@ -21,11 +21,32 @@
 --        <id> <jobId> <taskName> <attempt> <durationMs> <finishedAt>
 --                                                   ack (plain success) and, for each entry this
 --                                                   XACK acknowledged, XADD its history record
--- Returns: the number of side-effect operations skipped because the entry
--- was no longer pending for this consumer (another worker reclaimed it: that
--- worker now owns the job's outcome, so writing ours would duplicate work).
+-- Returns: {skipped, refused}
+--   skipped: the number of side-effect operations skipped because the entry
+--   was no longer pending for this consumer (another worker reclaimed it: that
+--   worker now owns the job's outcome, so writing ours would duplicate work);
+--   refused: a flat array {op, stream idx, id, error, ...} of operations whose
+--   side effect Redis refused (WRONGTYPE, an invalid expire time, ...). A
+--   refused 'x', 'z', 'd' or 'r' does not ack its entry (its outcome is not
+--   committed: the master decides what to commit instead); a refused 's', 'h'
+--   or 'k' record leaves the ack to go ahead. None holds the others back:
+--   every other operation of the batch is applied.
 local group, consumer, delete = ARGV[1], ARGV[2], ARGV[3] == '1'
 local skipped = 0
+local refused = {}
+
+-- a side effect, applied or refused (never raising: one bad outcome must not stop the batch)
+local function try(op, sidx, id, ...)
+  local res = redis.pcall(...)
+  if type(res) == 'table' and res.err then
+    refused[#refused + 1] = op
+    refused[#refused + 1] = sidx
+    refused[#refused + 1] = id
+    refused[#refused + 1] = res.err
+    return false
+  end
+  return true
+end
 
 -- The group may be gone (FLUSHALL, a failover that lost it): then nothing
 -- is pending, side effects are skipped, and the entries still in the stream
@@ -38,14 +59,15 @@ end
 
 local function ack(stream, id)
   redis.pcall('XACK', stream, group, id)
-  if delete then redis.call('XDEL', stream, id) end
+  if delete then redis.pcall('XDEL', stream, id) end
 end
 
 local i = 4
 local n = #ARGV
 while i <= n do
   local op = ARGV[i]
-  local stream = KEYS[tonumber(ARGV[i + 1])]
+  local sidx = ARGV[i + 1]
+  local stream = KEYS[tonumber(sidx)]
   if op == 'a' then
     local count = tonumber(ARGV[i + 2])
     local first, last = i + 3, i + 2 + count
@@ -53,7 +75,7 @@ while i <= n do
     for s = first, last, 1000 do
       local e = math.min(s + 999, last)
       redis.pcall('XACK', stream, group, unpack(ARGV, s, e))
-      if delete then redis.call('XDEL', stream, unpack(ARGV, s, e)) end
+      if delete then redis.pcall('XDEL', stream, unpack(ARGV, s, e)) end
     end
     i = last + 1
   elseif op == 'k' then
@@ -85,21 +107,21 @@ while i <= n do
       end
     end
     local function record(j)
-      redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*', 'entryId', ARGV[j], 'jobId', ARGV[j + 1],
+      try(op, sidx, ARGV[j], 'XADD', hist, 'MAXLEN', '~', maxlen, '*', 'entryId', ARGV[j], 'jobId', ARGV[j + 1],
         'taskName', ARGV[j + 2], 'queue', queue, 'outcome', 'ok', 'attempt', ARGV[j + 3],
         'durationMs', ARGV[j + 4], 'finishedAt', ARGV[j + 5])
     end
     if all then
       for s = 1, #ids, 1000 do
         local e = math.min(s + 999, #ids)
-        redis.call('XACK', stream, group, unpack(ids, s, e))
-        if delete then redis.call('XDEL', stream, unpack(ids, s, e)) end
+        redis.pcall('XACK', stream, group, unpack(ids, s, e))
+        if delete then redis.pcall('XDEL', stream, unpack(ids, s, e)) end
       end
       for j = first, last, 6 do record(j) end
     else
       for j = first, last, 6 do
         if redis.pcall('XACK', stream, group, ARGV[j]) == 1 then
-          if delete then redis.call('XDEL', stream, ARGV[j]) end
+          if delete then redis.pcall('XDEL', stream, ARGV[j]) end
           record(j)
         end
       end
@@ -111,22 +133,20 @@ while i <= n do
     if not mine then skipped = skipped + 1 end
     if op == 'x' then
       local nf = tonumber(ARGV[i + 4])
-      if mine then
+      if mine and try(op, sidx, id, 'XADD', KEYS[tonumber(ARGV[i + 3])], '*', unpack(ARGV, i + 5, i + 4 + nf)) then
         ack(stream, id)
-        redis.call('XADD', KEYS[tonumber(ARGV[i + 3])], '*', unpack(ARGV, i + 5, i + 4 + nf))
       end
       i = i + 5 + nf
     elseif op == 'z' then
-      if mine then
+      if mine and try(op, sidx, id, 'ZADD', KEYS[1], ARGV[i + 3], ARGV[i + 4]) then
         ack(stream, id)
-        redis.call('ZADD', KEYS[1], ARGV[i + 3], ARGV[i + 4])
       end
       i = i + 5
     elseif op == 'd' then
       local nf = tonumber(ARGV[i + 5])
-      if mine then
+      if mine and try(op, sidx, id, 'XADD', KEYS[tonumber(ARGV[i + 3])], 'MAXLEN', '~', ARGV[i + 4], '*',
+                      unpack(ARGV, i + 6, i + 5 + nf)) then
         ack(stream, id)
-        redis.call('XADD', KEYS[tonumber(ARGV[i + 3])], 'MAXLEN', '~', ARGV[i + 4], '*', unpack(ARGV, i + 6, i + 5 + nf))
       end
       i = i + 6 + nf
     elseif op == 's' or op == 'h' then
@@ -134,10 +154,11 @@ while i <= n do
       if mine then
         local key = KEYS[tonumber(ARGV[i + 3])]
         if op == 's' then
-          redis.call('HSET', key, unpack(ARGV, i + 6, i + 5 + nf))
-          redis.call('PEXPIRE', key, ARGV[i + 4])
+          if try(op, sidx, id, 'HSET', key, unpack(ARGV, i + 6, i + 5 + nf)) then
+            try(op, sidx, id, 'PEXPIRE', key, ARGV[i + 4])
+          end
         else
-          redis.call('XADD', key, 'MAXLEN', '~', ARGV[i + 4], '*', unpack(ARGV, i + 6, i + 5 + nf))
+          try(op, sidx, id, 'XADD', key, 'MAXLEN', '~', ARGV[i + 4], '*', unpack(ARGV, i + 6, i + 5 + nf))
         end
       else
         skipped = skipped - 1  -- counted once, with the operation that acks
@@ -145,9 +166,8 @@ while i <= n do
       i = i + 6 + nf
     elseif op == 'r' then
       local nf = tonumber(ARGV[i + 3])
-      if mine then
+      if mine and try(op, sidx, id, 'XADD', stream, '*', unpack(ARGV, i + 4, i + 3 + nf)) then
         ack(stream, id)
-        redis.call('XADD', stream, '*', unpack(ARGV, i + 4, i + 3 + nf))
       end
       i = i + 4 + nf
     else
@@ -155,4 +175,4 @@ while i <= n do
     end
   end
 end
-return skipped
+return {skipped, refused}

@@ -9,7 +9,7 @@ sits in ``XREAD BLOCK`` so the master's selector can wake when a job arrives.
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import redis
 
@@ -18,7 +18,16 @@ from ..protocol import scripts
 from ..connections.resp import pack_command
 from ..protocol.keys import Keys
 
-__all__ = ["MasterBroker", "SettleBatch", "flatten"]
+__all__ = ["MasterBroker", "SettleBatch", "Refused", "flatten"]
+
+
+class Refused(NamedTuple):
+    """An operation of a settle batch whose side effect Redis refused (its entry is not acked)."""
+
+    op: bytes  # b"x" next step, b"z" scheduled, b"d" dead letter, b"r" hand-back, b"s" status write
+    si: int
+    entry_id: bytes
+    error: str
 
 
 def flatten(fields: Mapping[Any, Any]) -> list[Any]:
@@ -34,7 +43,8 @@ class SettleBatch:
     stream) turns on job-history records; without it the batch writes none.
     """
 
-    __slots__ = ("keys", "_index", "_acks", "_ops", "count", "_nstreams", "_op_ids", "_history", "_hacks")
+    __slots__ = ("keys", "_index", "_acks", "_ops", "count", "_nstreams", "_op_ids", "_history", "_hacks",
+                 "_origins")
 
     def __init__(self, scheduled: str, streams: Sequence[str],
                  history: tuple[str, int, Sequence[str]] | None = None) -> None:
@@ -48,6 +58,7 @@ class SettleBatch:
         self._hacks: list[list[Any]] = [[] for _ in streams]  # plain successes with a history record
         self._ops: list[Any] = []
         self._op_ids: list[tuple[int, bytes]] = []  # (si, entry id) acked by an operation
+        self._origins: list[object] = []  # what each of them settles (for a refusal), kept until sent
         self.count = 0  # outcomes (entries to ack); status writes ride along
 
     def _key(self, key: str) -> int:
@@ -73,32 +84,42 @@ class SettleBatch:
         assert self._history is not None
         self._ops += (b"h", si + 2, entry_id, self._nstreams + 2, self._history[1], len(fields), *fields)
 
-    def add_next(self, si: int, entry_id: bytes, target: str, fields: Mapping[Any, Any]) -> None:
+    def _acked_by_op(self, si: int, entry_id: bytes, origin: object) -> None:
+        self._op_ids.append((si, entry_id))
+        self._origins.append(origin)
+        self.count += 1
+
+    def add_next(self, si: int, entry_id: bytes, target: str, fields: Mapping[Any, Any],
+                 origin: object = None) -> None:
         flat = flatten(fields)
         self._ops += (b"x", si + 2, entry_id, self._key(target), len(flat), *flat)
-        self._op_ids.append((si, entry_id))
-        self.count += 1
+        self._acked_by_op(si, entry_id, origin)
 
-    def schedule(self, si: int, entry_id: bytes, due_ms: int, member: bytes) -> None:
+    def schedule(self, si: int, entry_id: bytes, due_ms: int, member: bytes, origin: object = None) -> None:
         self._ops += (b"z", si + 2, entry_id, due_ms, member)
-        self._op_ids.append((si, entry_id))
-        self.count += 1
+        self._acked_by_op(si, entry_id, origin)
 
-    def dead(self, si: int, entry_id: bytes, dlq: str, maxlen: int, fields: Mapping[Any, Any]) -> None:
+    def dead(self, si: int, entry_id: bytes, dlq: str, maxlen: int, fields: Mapping[Any, Any],
+             origin: object = None) -> None:
         flat = flatten(fields)
         self._ops += (b"d", si + 2, entry_id, self._key(dlq), maxlen, len(flat), *flat)
-        self._op_ids.append((si, entry_id))
-        self.count += 1
+        self._acked_by_op(si, entry_id, origin)
+
+    def origin(self, si: int, entry_id: bytes) -> object:
+        """What the operation acking ``entry_id`` settles (``origin`` given when it was added)."""
+        for k, pair in enumerate(self._op_ids):
+            if pair == (si, entry_id):
+                return self._origins[k]
+        return None
 
     def status(self, si: int, entry_id: bytes, key: str, ttl_ms: int, fields: Sequence[Any]) -> None:
         """Update a tracked job's status hash (only while the entry is ours)."""
         self._ops += (b"s", si + 2, entry_id, self._key(key), ttl_ms, len(fields), *fields)
 
-    def hand_back(self, si: int, entry_id: bytes, fields: Mapping[Any, Any]) -> None:
+    def hand_back(self, si: int, entry_id: bytes, fields: Mapping[Any, Any], origin: object = None) -> None:
         flat = flatten(fields)
         self._ops += (b"r", si + 2, entry_id, len(flat), *flat)
-        self._op_ids.append((si, entry_id))
-        self.count += 1
+        self._acked_by_op(si, entry_id, origin)
 
     def entries(self) -> Iterator[tuple[int, bytes]]:
         """(si, entry id) of every entry this batch will ack: still pending until it is sent."""
@@ -147,6 +168,7 @@ class SettleBatch:
             group.clear()
         self._ops = []
         self._op_ids = []
+        self._origins = []
         self.count = 0
 
 
@@ -169,6 +191,7 @@ class MasterBroker:
         self._promote = self.redis.register_script(scripts.source("promote"))
         self._reclaim = self.redis.register_script(scripts.source("reclaim"))
         self._renew = self.redis.register_script(scripts.source("renew"))
+        self._reconcile = self.redis.register_script(scripts.source("reconcile"))
         self._forget = self.redis.register_script(scripts.source("forget"))
         self._cron_fire = self.redis.register_script(scripts.source("cron_fire"))
         self.broadcast_group = keys.broadcast_group(consumer)
@@ -272,10 +295,10 @@ class MasterBroker:
         self._sent.append((cmds, n_settle, lua, list(active) if count > 0 else None))
         return conn._sock  # redis-py keeps the socket here; no public accessor
 
-    def recv_exchange(self) -> tuple[int | None, tuple[list[Any], list[bytes]] | None]:
+    def recv_exchange(self) -> tuple[int | None, list[Refused], tuple[list[Any], list[bytes]] | None]:
         """Read the replies of the oldest exchange in flight.
 
-        Returns (skipped side effects or None, (entries, tails) or None).
+        Returns (skipped side effects or None, refused operations, (entries, tails) or None).
         An error reply is raised once all of that exchange's replies are
         read; ``last_settled`` then says whether its settle part was applied.
         A broken connection raises and abandons every exchange in flight.
@@ -304,12 +327,20 @@ class MasterBroker:
                 raise
         self.last_settled = False
         skipped = fetched = None
+        refused: list[Refused] = []
         if n_settle:
             for r in replies[:n_settle]:
                 # a lost group (NOGROUP) leaves nothing to ack: the jobs are done, their entries deleted
                 if isinstance(r, Exception) and "NOGROUP" not in str(r):
                     raise r
-            skipped = int(replies[0]) if lua else 0
+            skipped = 0
+            if lua and not isinstance(replies[0], Exception):
+                skipped = int(replies[0][0])
+                flat = replies[0][1]
+                for k in range(0, len(flat), 4):
+                    err = flat[k + 3]
+                    refused.append(Refused(flat[k], int(flat[k + 1]) - 2, flat[k + 2],
+                                           err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)))
             self.last_settled = True
         if active is not None:
             r = replies[n_settle]
@@ -319,7 +350,7 @@ class MasterBroker:
             for i in range(0, len(entries), 3):
                 entries[i] = active[int(entries[i]) - 1]
             fetched = (entries, tails)
-        return skipped, fetched
+        return skipped, refused, fetched
 
     def reply_ready(self) -> bool:
         """Is the next exchange's reply already here? It may sit in the parser's
@@ -364,12 +395,12 @@ class MasterBroker:
         except redis.ResponseError as exc:
             return exc
 
-    def settle(self, batch: SettleBatch) -> int:
+    def settle(self, batch: SettleBatch) -> tuple[int, list[Refused]]:
         """Commit a batch and wait for it (the shutdown path, nothing else in flight);
-        returns skipped side effects."""
+        returns (skipped side effects, refused operations)."""
         self.send_exchange(batch, 0, ())
-        skipped, _ = self.recv_exchange()
-        return skipped or 0
+        skipped, refused, _ = self.recv_exchange()
+        return skipped or 0, refused
 
     def _load_scripts(self) -> None:
         for script in (self._fetch, self._settle):
@@ -410,6 +441,29 @@ class MasterBroker:
         for ids in ids_by_stream:
             args += (len(ids), *ids)
         return int(self._renew(keys=self.streams, args=args))
+
+    def own_pending(self, si: int, start: bytes, count: int) -> list[bytes]:
+        """Ids pending for this consumer in stream ``si`` from ``start`` (``-``, or ``(id``
+        exclusive), oldest first, at most ``count``."""
+        try:
+            rows: Any = self.redis.xpending_range(self.streams[si], self.group, min=start, max="+", count=count,
+                                             consumername=self.consumer)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return []  # no group (yet): nothing is pending; fetch.lua creates it
+            raise
+        return [row["message_id"] for row in rows]
+
+    def reconcile(self, si: int, ids: Sequence[bytes], max_deliveries: int, dlq_maxlen: int,
+                  now_ms: int) -> tuple[list[Any], int, int]:
+        """Claim again entries pending for us that the master does not hold (reconcile.lua).
+
+        Returns (flat [id, fields, deliveries, ...], dead-lettered count, cleaned count).
+        """
+        entries, dead, cleaned = self._reconcile(
+            keys=[self.streams[si], self.dead_letters[si]],
+            args=[self.group, self.consumer, max_deliveries, dlq_maxlen, now_ms, self.delete_flag, *ids])
+        return entries, int(dead), int(cleaned)
 
     def forget_dead_consumers(self, min_idle_ms: int) -> list[str]:
         """Remove consumers with nothing pending that were idle past ``min_idle_ms``."""

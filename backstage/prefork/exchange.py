@@ -23,7 +23,7 @@ from typing import Any, Callable, Deque, Iterator, NamedTuple, Protocol, Sequenc
 
 import redis
 
-from .broker import MasterBroker, SettleBatch
+from .broker import MasterBroker, Refused, SettleBatch
 from .health import RedisHealth
 
 __all__ = ["Exchange", "RoundTrip", "Demand"]
@@ -70,7 +70,8 @@ class Exchange:
     def __init__(self, broker: MasterBroker, sel: selectors.BaseSelector, health: RedisHealth,
                  clock: Callable[[], float], demand: Demand, accept: Callable[[int, bytes, list[bytes]], None], *,
                  queues: Sequence[str], redis_timeout: float, block_timeout: float,
-                 fast_job_threshold: float) -> None:
+                 fast_job_threshold: float, on_lost_fetch: Callable[[], None] = lambda: None,
+                 on_refused: Callable[[SettleBatch, list[Refused]], None] | None = None) -> None:
         self.broker = broker
         self.sel = sel
         self.health = health
@@ -90,6 +91,11 @@ class Exchange:
         self.drained = False  # the last fetch found the streams empty: wait for XREAD to wake us
         self.fetching = True  # False once the master stops (or must stop): settle only
         self.paused: set[str] = set()
+        #: No new fetch while set (the loop sets it while it reconciles our pending list,
+        #: which must not race a fetch whose entries are not in yet).
+        self.fetch_held = False
+        self.on_lost_fetch = on_lost_fetch  # told when a round trip that fetched got no reply
+        self.on_refused = on_refused or _log_refused  # told of operations Redis refused (entries not acked)
         health.on_error(self._on_redis_error)
 
     # -- what the loop asks --------------------------------------------------------------
@@ -112,7 +118,7 @@ class Exchange:
         while Redis backs off: :meth:`RedisHealth.due`)."""
         d = self.in_flight[0].deadline if self.in_flight else math.inf
         if self.broker.exchanging < self.MAX_IN_FLIGHT and (
-                self.batch.dirty or self.unsent or (not self.drained and self.fetching and self.room() > 0)):
+                self.batch.dirty or self.unsent or (self._may_fetch() and self.room() > 0)):
             if not self.health.up(now):
                 return min(d, self.health.down_until)
             hold = self.hold_until(now)
@@ -130,6 +136,13 @@ class Exchange:
         if not self.demand.may_hold():
             return now
         return self.batch_since + min(self.HOLD_MAX, self.HOLD_SHARE * self.demand.ewma)
+
+    def _may_fetch(self) -> bool:
+        return self.fetching and not self.drained and not self.fetch_held
+
+    def fetch_in_flight(self) -> bool:
+        """Is a fetch sent whose reply is not read yet?"""
+        return any(t.fetch for t in self.in_flight)
 
     def unsettled(self) -> bool:
         """Outcomes not yet known to be committed?"""
@@ -162,7 +175,7 @@ class Exchange:
             batch = self.batch if self.batch.dirty else None
             room = 0
             active = []
-            if self.fetching and not self.drained:
+            if self._may_fetch():
                 active = self.active_streams()
                 # entries settled in this same call leave the PEL before the fetch runs
                 room = self.room() + self.batch.count if active else 0
@@ -174,7 +187,7 @@ class Exchange:
         try:
             sock = self.broker.send_exchange(batch, room, active)
         except redis.RedisError as exc:
-            self._lost(batch)
+            self._lost(batch, fetched=room > 0)  # it may have reached Redis before the error
             self.health.failed("settle" if batch is not None else "fetch", exc)
             return
         self.in_flight.append(RoundTrip(batch, room, active, self.clock() + self.redis_timeout))
@@ -202,15 +215,17 @@ class Exchange:
     def _receive(self) -> None:
         trip = self.in_flight.popleft()
         try:
-            skipped, fetched = self.broker.recv_exchange()
+            skipped, refused, fetched = self.broker.recv_exchange()
         except redis.RedisError as exc:
             settled = self.broker.last_settled
-            self._lost(None if settled else trip.batch)
+            self._lost(None if settled else trip.batch, fetched=trip.fetch > 0)
             self.health.failed("settle" if trip.batch is not None and not settled else "fetch", exc)
             return
         self.health.ok()
         if skipped:
             log.warning("%d outcome(s) not applied: their entries were reclaimed by another worker", skipped)
+        if refused and trip.batch is not None:
+            self.on_refused(trip.batch, refused)
         if fetched is None:
             return
         entries, tails = fetched
@@ -229,8 +244,12 @@ class Exchange:
             self.wait_sock = sock
             self.sel.register(sock, selectors.EVENT_READ, ("wait", None))
 
-    def _lost(self, batch: SettleBatch | None = None) -> None:
-        """Every round trip in flight is lost: their batches are sent again later."""
+    def _lost(self, batch: SettleBatch | None = None, *, fetched: bool = False) -> None:
+        """Every round trip in flight is lost: their batches are sent again later. A fetch
+        among them (or ``fetched``) may have run in Redis: entries may be pending for us that
+        we never saw; the owner of our pending list is told (:attr:`on_lost_fetch`)."""
+        if fetched or self.fetch_in_flight():
+            self.on_lost_fetch()
         lost = [t.batch for t in self.in_flight if t.batch is not None]
         if batch is not None:
             lost.append(batch)
@@ -251,14 +270,20 @@ class Exchange:
         for batch in [*self.unsent, self.batch]:
             if not batch.dirty or not self.health.up(self.clock()):
                 continue
+            if batch is self.batch:  # what replaces a refused operation goes into a fresh batch
+                self.batch = self.broker.new_batch()
             try:
-                skipped = self.broker.settle(batch)
+                skipped, refused = self.broker.settle(batch)
             except redis.RedisError as exc:
                 self.health.failed("settle", exc)
+                if batch not in self.unsent:
+                    self.unsent.append(batch)
                 continue
             self.health.ok()
             if skipped:
                 log.warning("%d outcome(s) not applied: their entries were reclaimed by another worker", skipped)
+            if refused:
+                self.on_refused(batch, refused)  # what replaces them goes into the current batch
             batch.clear()
         self.unsent = [b for b in self.unsent if b.dirty]
 
@@ -301,3 +326,8 @@ class Exchange:
             self.paused = paused
             self.stop_waiting()  # the outstanding XREAD may name a paused stream
             self.drained = False
+
+
+def _log_refused(batch: SettleBatch, refused: list[Refused]) -> None:
+    for r in refused:
+        log.error("Redis refused operation %r for entry %s: %s", r.op.decode(), r.entry_id.decode(), r.error)

@@ -18,6 +18,8 @@ import logging
 import math
 from typing import Any, Callable
 
+import redis
+
 __all__ = ["RedisHealth", "BACKOFF_MAX"]
 
 log = logging.getLogger("backstage.prefork")
@@ -35,6 +37,7 @@ class RedisHealth:
         self.down_until = 0.0  # no Redis work before this (clock time)
         self.backoff = 0.0  # the current back-off; 0 once Redis answered again
         self.errors: collections.Counter[str] = collections.Counter()
+        self.last_error: Exception | None = None
         self._listeners: list[Callable[[], None]] = []
         self._back: list[Callable[[], None]] = []
         self.back_at = -math.inf  # when Redis last came back
@@ -71,12 +74,15 @@ class RedisHealth:
     def failed(self, what: str, exc: Exception) -> None:
         """Redis failed during ``what``: back off, tell the listeners, log it (once per outage)."""
         self.errors[what] += 1
+        self.last_error = exc
         now = self.clock()
         self.backoff = min(max(self.backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
         self.down_until = now + self.backoff
         for fn in self._listeners:
             fn()
         text = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        # an error reply is Redis refusing the command, not Redis being away: say which
+        kind = "refused" if isinstance(exc, redis.ResponseError) else "error"
         outage = self.outage
         if outage is None:
             # one warning per outage, however many calls fail during it; an error right after
@@ -84,17 +90,27 @@ class RedisHealth:
             announce = now - self.back_at >= self.SETTLE
             outage = self.outage = [now, 0, announce]
             self.reminder = now + (self.REMINDER if announce else self.SETTLE)
-            log.log(logging.WARNING if announce else logging.DEBUG, "Redis error during %s at %s: %s; retrying in %.1fs",
-                    what, self.where, text, self.backoff, extra={"event": "redis-error"})
+            log.log(logging.WARNING if announce else logging.DEBUG, "Redis %s during %s at %s: %s; retrying in %.1fs",
+                    kind, what, self.where, text, self.backoff, extra={"event": "redis-error"})
         elif now >= self.reminder:
             self.reminder = now + self.REMINDER
             outage[2] = True
             log.warning("Redis at %s still failing after %.0fs (%s during %s); retrying", self.where,
                         now - outage[0], text, what, extra={"event": "redis-error"})
         else:
-            log.debug("Redis error during %s at %s: %s; retrying in %.1fs", what, self.where, text, self.backoff,
+            log.debug("Redis %s during %s at %s: %s; retrying in %.1fs", kind, what, self.where, text, self.backoff,
                       extra={"event": "redis-error"})
         outage[1] += 1
+
+    def last_problem(self) -> str:
+        """The last Redis error in words: refused (an error reply) or unreachable."""
+        exc = self.last_error
+        if exc is None:
+            return "Redis unreachable"
+        text = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        if isinstance(exc, redis.ResponseError):
+            return f"Redis at {self.where} refused them ({text})"
+        return f"Redis at {self.where} unreachable ({text})"
 
     def ok(self) -> None:
         """Redis answered. During the back-off that is the reply to a call sent before

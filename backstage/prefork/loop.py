@@ -84,7 +84,8 @@ class Master:
         self.dispatcher = Dispatcher(config, self.supervisor, clock, running=self._running, queues=config.queues)
         self.exchange = Exchange(self.broker, self.sel, self.health, clock, self.dispatcher, self.accept,
                                  queues=self.queues, redis_timeout=config.redis_timeout,
-                                 block_timeout=config.block_timeout, fast_job_threshold=config.fast_job_threshold)
+                                 block_timeout=config.block_timeout, fast_job_threshold=config.fast_job_threshold,
+                                 on_lost_fetch=self._lost_fetch)
         self.metrics = Metrics(self.queues, app.tasks, recycles=self.supervisor.recycles,
                                redis_errors=self.health.errors, queue_stats=self._queue_stats,
                                children=self._children_counts)
@@ -93,9 +94,10 @@ class Master:
                                  consumer=config.consumer, max_deliveries=config.max_deliveries,
                                  dead_letter_maxlen=config.dead_letter_maxlen, history=config.history > 0,
                                  unknown_task=config.unknown_task, unknown_task_hops=config.unknown_task_hops)
+        self.exchange.on_refused = self.outcomes.refused  # what Redis refused is settled otherwise
         self.recovery = Recovery(self.broker, config, self.health, self.queues, held=self.held_entries,
                                  room=self.exchange.room, active=self.exchange.active_streams, accept=self.accept,
-                                 children=lambda: self.supervisor.concurrency,
+                                 take_back=self._take_back, children=lambda: self.supervisor.concurrency,
                                  buffered=lambda: len(self.dispatcher.buffer), to_front=self.dispatcher.to_front)
         self.house = Housekeeper(self.broker, self.keys, config, self.health, app, clock, self)
         self.metrics_server: MetricsServer | None = None
@@ -264,6 +266,8 @@ class Master:
         deadline in the past (which made the master busy-loop)."""
         now = self.clock()
         d = min(self.next_renew, self.next_forget, self.house.deadline())
+        if not self.exchange.fetch_in_flight():  # a reconcile waits for the fetches in flight
+            d = min(d, self.recovery.reconcile_at)
         if not self.stopping:
             d = min(d, self.next_promote, self.next_reclaim)
         d = min(self.health.due(d), self.next_memory, self.next_title, self.stop_deadline, now + 1.0)
@@ -277,6 +281,21 @@ class Master:
             self._buffer(d)
         else:
             self.outcomes.rejected(si, entry_id, d)  # type: ignore[arg-type]
+
+    def _take_back(self, si: int, entry_id: bytes, flat: list[bytes], deliveries: int) -> None:
+        """An entry a lost reply left pending for us (reconcile): run it, or hand it
+        back for other workers when stopping."""
+        d = self._decode(si, entry_id, flat, deliveries)
+        if type(d) is not Delivery:
+            self.outcomes.rejected(si, entry_id, d)  # type: ignore[arg-type]
+        elif self.stopping:
+            self.outcomes.hand_back(d)
+        else:
+            self._buffer(d)
+
+    def _lost_fetch(self) -> None:
+        if not self.forced:
+            self.recovery.suspect()
 
     def on_outcome(self, child: Child, msg: ipc.Outcome) -> None:
         """A frame from ``child`` (the supervisor read it)."""
@@ -446,6 +465,14 @@ class Master:
         if running and now >= self.next_promote and health.up(now):
             self.next_promote = now + self.cfg.promote_interval
             self.promote(now)
+        rec = self.recovery
+        if now >= rec.reconcile_at and health.up(now) and not self.forced:
+            # our pending list is checked with no fetch in flight (its entries would look
+            # stranded): hold new fetches until the pass is over (one round trip at most)
+            ex = self.exchange
+            ex.fetch_held = True
+            if not ex.fetch_in_flight() and rec.reconcile(now):
+                ex.fetch_held = False
         if now >= self.next_renew and health.up(now):
             self.next_renew = now + self.cfg.idle_timeout / 3
             self.recovery.renew()
@@ -518,8 +545,8 @@ class Master:
             if ex.unsettled():
                 time.sleep(min(self.health.backoff, 0.5))
         if ex.unsettled():
-            log.error("could not commit %d outcome(s): Redis unreachable; their jobs will be redelivered",
-                      ex.outcomes_left())
+            log.error("could not commit %d outcome(s): %s; their jobs will be redelivered",
+                      ex.outcomes_left(), self.health.last_problem())
             return self.exit_code or EXIT_FORCED
         self.house.stop()
         log.info("master stopped: processed=%d failed=%d exit code %d", self.outcomes.processed,

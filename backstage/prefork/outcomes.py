@@ -21,6 +21,7 @@ from ..protocol import wire
 from ..protocol.keys import Keys
 from . import policy
 from .entries import Delivery, Rejected
+from .broker import Refused
 from .ipc import NextStep
 
 if TYPE_CHECKING:
@@ -115,9 +116,10 @@ class Outcomes:
         if self.history:
             self._record(d.si, d.id, d.job_id, d.task, b"ok", d.attempt, d.ran_ns)
         if step.delay_ms and step.delay_ms > 0:
-            self.holder.batch.schedule(d.si, d.id, now + int(step.delay_ms), wire.encode_scheduled(stream, q, fields))
+            self.holder.batch.schedule(d.si, d.id, now + int(step.delay_ms), wire.encode_scheduled(stream, q, fields),
+                                       origin=d)
         else:
-            self.holder.batch.add_next(d.si, d.id, stream, fields)
+            self.holder.batch.add_next(d.si, d.id, stream, fields, origin=d)
 
     def failed_run(self, d: Delivery, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None:
         """The execution failed (``kind``: see :func:`policy.decide`): retry it or dead-letter it.
@@ -147,13 +149,13 @@ class Outcomes:
             if self.history:
                 self._record(d.si, d.id, d.job_id, d.task, b"failed", d.attempt, d.ran_ns,
                              b"reason", kind, b"errorType", etype, b"errorMessage", emsg)
-            self.holder.batch.schedule(d.si, d.id, wire.now_ms() + round(decision.delay * 1000), member)
+            self.holder.batch.schedule(d.si, d.id, wire.now_ms() + round(decision.delay * 1000), member, origin=d)
         else:
             log.error("job %s (%s) dead-lettered (%s) after attempt %d: %s: %s", d.id.decode(), d.task,
                       decision.reason, d.attempt, etype, emsg, extra=extra)
             d.stats.dead[d.si] += 1
             self._dead(d.si, d.id, d.fields, decision.reason, etype, emsg, d.attempt, tb, d.job_id, d.result_ttl,
-                       d.task, d.ran_ns)
+                       d.task, d.ran_ns, origin=d)
 
     # -- a job did not run ------------------------------------------------------------------
     def rejected(self, si: int, entry_id: bytes, r: Rejected) -> None:
@@ -182,18 +184,53 @@ class Outcomes:
         self.stats_of(r.task).dead[si] += 1
         log.error("entry %s of %s dead-lettered (%s): %s", entry_id.decode(), queue, r.reason, r.message,
                   extra={"event": "dead-letter", "task": r.task, "queue": queue})
-        self._dead(si, entry_id, r.fields, r.reason, r.error_type, r.message, 1, "", r.job_id, r.result_ttl, r.task, 0)
+        self._dead(si, entry_id, r.fields, r.reason, r.error_type, r.message, 1, "", r.job_id, r.result_ttl, r.task, 0,
+                   origin=r)
 
     def hand_back(self, d: Delivery) -> None:
         """Not run to the end (stopping: never started, or killed by a forced stop or the end
         of the grace period): return it to its stream for any worker, as it was (same attempt)."""
         if d.result_ttl is not None:
             self._status(d.si, d.id, d.job_id, d.result_ttl, b"queued")
-        self.holder.batch.hand_back(d.si, d.id, d.fields)
+        self.holder.batch.hand_back(d.si, d.id, d.fields, origin=d)
+
+    # -- Redis refused an operation ---------------------------------------------------------
+    def refused(self, batch: "SettleBatch", refused: list[Refused]) -> None:
+        """Operations of ``batch`` whose side effect Redis refused (their entries are not
+        acked): commit something else for each, so none waits forever.
+
+        - a status write or a history record: the job's outcome was committed without it; logged;
+        - a next step, a retry, a hand-back: the job is dead-lettered (``refused``) with Redis's error;
+        - a dead letter: the entry is acked without its record, logged with its fields (the
+          last resort: the dead-letter stream itself refuses it)."""
+        for r in refused:
+            queue = self.queues[r.si]
+            where = f"entry {r.entry_id.decode()} of {queue}"
+            extra = {"event": "refused", "queue": queue}
+            if r.op == b"s":
+                log.warning("%s: status not written: Redis refused it: %s", where, r.error, extra=extra)
+                continue
+            if r.op in (b"h", b"k"):
+                log.warning("%s: history record not written: Redis refused it: %s", where, r.error, extra=extra)
+                continue
+            d = batch.origin(r.si, r.entry_id)
+            if r.op != b"d" and isinstance(d, Delivery):
+                log.error("%s (%s): Redis refused its %s: %s; dead-lettered", where, d.task, _WHAT[r.op], r.error,
+                          extra={**extra, "task": d.task, "job_id": d.log_id})
+                d.stats.dead[d.si] += 1
+                self._dead(d.si, d.id, d.fields, "refused", "RedisRefused",
+                           f"Redis refused the job's {_WHAT[r.op]}: {r.error}", d.attempt, "", d.job_id, None,
+                           d.task, d.ran_ns)
+                continue
+            fields = d.fields if isinstance(d, (Delivery, Rejected)) else None
+            log.error("%s: Redis refused its %s: %s; acked without it%s", where, _WHAT.get(r.op, "outcome"),
+                      r.error, f"; its fields: {_shown(fields)}" if fields is not None else "", extra=extra)
+            self.holder.batch.ack(r.si, r.entry_id)
 
     # -- helpers ------------------------------------------------------------------------------
     def _dead(self, si: int, entry_id: bytes, fields: dict[bytes, bytes], reason: str, etype: str, emsg: str,
-              deliveries: int, tb: str, job_id: str | None, result_ttl: int | None, task: str, ran_ns: int) -> None:
+              deliveries: int, tb: str, job_id: str | None, result_ttl: int | None, task: str, ran_ns: int,
+              origin: object = None) -> None:
         if result_ttl is not None:
             self._status(si, entry_id, job_id, result_ttl, b"dead", b"reason", reason, b"errorType", etype,
                          b"errorMessage", emsg, b"traceback", tb, b"attempt", b"%d" % deliveries)
@@ -205,7 +242,7 @@ class Outcomes:
             delivery_count=deliveries, consumer=self.consumer, error_type=etype,
             error_message=emsg, traceback=tb,
         )
-        self.holder.batch.dead(si, entry_id, self.dead_letters[si], self.dlq_maxlen, dl)
+        self.holder.batch.dead(si, entry_id, self.dead_letters[si], self.dlq_maxlen, dl, origin=origin)
 
     def _status(self, si: int, entry_id: bytes, job_id: str | None, ttl_ms: int, status: bytes, *extra: Any) -> None:
         if job_id:
@@ -220,3 +257,12 @@ class Outcomes:
             b"entryId", entry_id, b"jobId", job_id or "", b"taskName", task, b"queue", self.queues[si],
             b"outcome", outcome, b"attempt", attempt, b"durationMs", ran_ns // 1_000_000,
             b"finishedAt", wire.now_ms(), *extra))
+
+
+_WHAT = {b"x": "next step", b"z": "scheduled retry or next step", b"r": "hand-back", b"d": "dead letter",
+         b"s": "status write", b"h": "history record", b"k": "history record"}
+
+
+def _shown(fields: dict[bytes, bytes], limit: int = 2000) -> str:
+    text = repr({k: v for k, v in fields.items()})
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 #: Dead-letter reasons (WIRE.md › Dead-letter entry).
-REASONS = frozenset({"failed", "max-deliveries", "timeout", "worker-lost", "malformed", "unknown-task"})
+REASONS = frozenset({"failed", "max-deliveries", "timeout", "worker-lost", "malformed", "unknown-task",
+                     "refused"})  # (ours) Redis refused the job's outcome (e.g. WRONGTYPE on its next step)
 
 _MAX_MS = 10**15  # ~31,000 years: anything larger is a unit mistake
 

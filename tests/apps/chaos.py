@@ -40,3 +40,12 @@ def poison(p: dict) -> None:
 def long_job(p: dict) -> None:
     record("chaos.long")
     time.sleep(p["s"])
+
+
+@app.task("chaos.stall")
+def stall(p: dict) -> None:
+    """Stop redis-server (SIGSTOP) the moment this job ends: the master's next
+    round trip (this job's settle and a fetch) reaches a server that runs it
+    only once the test resumes it, after the master has given up on the reply."""
+    record("chaos.stall")
+    os.kill(int(p["redis_pid"]), signal.SIGSTOP)

@@ -164,6 +164,19 @@ def compute_slow(p: dict) -> None:
     time.sleep(p.get("s", 5))
 
 
+@app.task("hop")
+def hop(p: dict) -> Next:
+    """The next step goes to the queue the payload names."""
+    record("hop", p)
+    return Next("record", {"from": "hop"}, queue=p["queue"])
+
+
+@app.task("fuzz")
+def fuzz(p: object) -> None:
+    """Takes any payload (the fuzz test sends whatever is valid JSON)."""
+    record("fuzz", p)
+
+
 @app.task("gate", timeout=60)
 def gate(p: dict) -> dict:
     """Runs until the test sets ``P:gate:<name>`` (at most 30 s): a job that is running for sure."""
