@@ -7,6 +7,8 @@ app object; ``backstage-prefork`` runs the handlers in forked children.
 from .app import Backstage, Next, Task
 from .client import AsyncClient, Client, Job, Priority
 from .context import JobContext, current_job
+from .groups import Chord, Group
+from .results import JobStatus
 from .errors import (
     AppNotFound,
     BackstageError,
@@ -36,12 +38,15 @@ __all__ = [
     "Backstage",
     "BackstageError",
     "BrokerError",
+    "Chord",
     "Client",
     "ConfigError",
+    "Group",
     "InvalidJobError",
     "Job",
     "JobContext",
     "JobFailed",
+    "JobStatus",
     "Next",
     "PayloadError",
     "Priority",
@@ -55,6 +60,6 @@ __all__ = [
     "TaskNotFound",
     "TlsSettings",
     "WireError",
-    "current_job",
     "__version__",
+    "current_job",
 ]

@@ -392,6 +392,13 @@ class Backstage:
     def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], **defaults: Any) -> list[str | None]:
         """Bulk enqueue; see :meth:`Client.enqueue_many`. Typed payloads are
         all checked before anything is written."""
+        checked = self._checked(jobs)
+        if self._intercept is not None:
+            return self._intercept.enqueue_many(checked, defaults)  # type: ignore[no-any-return]
+        return self.client.enqueue_many(checked, **defaults)
+
+    def _checked(self, jobs: Iterable[Job | tuple[str, Any]]) -> list[Job | tuple[str, Any]]:
+        """``jobs`` with the payloads of typed tasks checked (InvalidJobError names the field)."""
         checked: list[Job | tuple[str, Any]] = []
         for job in jobs:
             name = job.task if isinstance(job, Job) else (job[0] if isinstance(job, tuple) and job else None)
@@ -402,13 +409,30 @@ class Backstage:
                 elif len(job) == 2:
                     job = (job[0], t.codec.check(job[1]))
             checked.append(job)
-        if self._intercept is not None:
-            return self._intercept.enqueue_many(checked, defaults)  # type: ignore[no-any-return]
-        return self.client.enqueue_many(checked, **defaults)
+        return checked
 
     def broadcast(self, task: str, payload: Any = None) -> str:
         """Send a message to every live worker; see :meth:`Client.broadcast`."""
         return self.client.broadcast(task, payload)
+
+    def enqueue_group(self, jobs: Iterable[Job | tuple[str, Any]], **options: Any) -> str:
+        """Enqueue a group of jobs atomically; see :meth:`Client.enqueue_group`."""
+        checked = self._checked(jobs)
+        if self._intercept is not None:
+            return self._intercept.enqueue_group(checked, None, options)  # type: ignore[no-any-return]
+        return self.client.enqueue_group(checked, **options)
+
+    def enqueue_chord(self, jobs: Iterable[Job | tuple[str, Any]], *, callback: Job | tuple[str, Any],
+                      **options: Any) -> str:
+        """Enqueue a chord (a group and its callback); see :meth:`Client.enqueue_chord`."""
+        checked = self._checked(jobs)
+        if self._intercept is not None:
+            return self._intercept.enqueue_group(checked, callback, options)  # type: ignore[no-any-return]
+        return self.client.enqueue_chord(checked, callback=callback, **options)
+
+    def cancel(self, job_id: str, **options: Any) -> dict[str, Any]:
+        """Cancel a job, group or chord; see :meth:`Client.cancel`."""
+        return self.client.cancel(job_id, **options)
 
     def _after_fork(self) -> None:
         # The parent's connections must never be used by a child.

@@ -18,23 +18,28 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence, overload
 
 import redis
 
 from .ops import control as control_, presence
 from .connections import redis_conn, resp
-from . import results, tracing
+from . import groups, results, tracing
 from .protocol import scripts
 from .connections.cluster import SlotMoved
 from .errors import BrokerError, ConfigError, InvalidJobError, PayloadError
-from .protocol.keys import DEFAULT_PREFIX, PRIORITIES, Keys, validate_queue
+from .protocol.keys import DEFAULT_PREFIX, PRIORITIES, Keys, validate_job_id, validate_queue
 from .protocol.wire import (DEFAULT_MAX_PAYLOAD_BYTES, Backoff, encode_entry, encode_payload, encode_scheduled,
                             now_ms)
 
 __all__ = ["Client", "AsyncClient", "Job", "TaskDefaults", "Priority"]
 
 DEFAULT_DEDUPE_TTL = 3600.0
+#: Seconds a cancel waits in Redis to be carried out (a worker may be down meanwhile).
+DEFAULT_CANCEL_TTL = 86400.0
+#: How long a ``unique=True`` marker may outlive a job that never settles (a lost
+#: worker's job is reclaimed and settled long before): the bound on a stuck id.
+UNIQUE_TTL_MS = 7 * 86400 * 1000
 BROADCAST_MAXLEN = control_.BROADCAST_MAXLEN
 
 
@@ -73,6 +78,8 @@ class Job:
     backoff: Backoff | float | None = None
     timeout: float | None = None
     result_ttl: float | None = None
+    job_id: str | None = None
+    unique: bool = False
 
 
 class _IdMaker:
@@ -295,45 +302,61 @@ class _Producer:
                 "here and --max-payload-bytes on the workers, or store the data elsewhere and send a reference)"
             )
 
-    def _pack(self, o: _Opts, payload: Any, now: int, now_b: bytes, traceparent: bytes | None = None) -> _Prepared:
+    def _pack(self, o: _Opts, payload: Any, now: int, now_b: bytes, traceparent: bytes | None = None,
+              job_id: str | None = None, unique: bool = False) -> _Prepared:
         payload_json = self._payload(o.task, payload)
-        job_id = new_job_id()
+        if job_id is None:
+            if unique:
+                raise InvalidJobError(f"task {o.task!r}: unique=True needs a job_id=")
+            job_id = new_job_id()
+        else:
+            validate_job_id(job_id)
+            if unique and o.dedupe is not None:
+                raise InvalidJobError(f"task {o.task!r}: give dedupe_key= or unique=True, not both")
         jid = job_id.encode()
         due = o.at_ms if o.at_ms is not None else now + o.delay_ms
-        lua = o.dedupe is not None or o.result_ttl_ms is not None
+        # a unique job's marker is set in the same enqueue.lua call that writes it (its dedupe slot:
+        # the check and the write are one step) and released by settle.lua with its final ack
+        marker = self.keys.unique(job_id).encode() if unique else o.dedupe
+        lua = marker is not None or o.result_ttl_ms is not None
+        extra_u: tuple[bytes, ...] = (b"unique", b"1") if unique else ()
         if due <= now:
             if not lua and traceparent is None:
                 cmd = b"%b$%d\r\n%b\r\n$5\r\njobId\r\n$%d\r\n%b\r\n$10\r\nenqueuedAt\r\n$%d\r\n%b\r\n" % (
                     o.xadd_head(), len(payload_json), payload_json, len(jid), jid, len(now_b), now_b)
                 return _Prepared(o.task, job_id, "x", cmd)
-            fields = [b"taskName", o.task_b, b"payload", payload_json, b"enqueuedAt", now_b, *o.extra, b"jobId", jid]
+            fields = [b"taskName", o.task_b, b"payload", payload_json, b"enqueuedAt", now_b, *o.extra, b"jobId", jid,
+                      *extra_u]
             if traceparent is not None:  # tracing on (backstage.tracing): an additive field
                 fields += (b"traceparent", traceparent)
                 if not lua:
                     return _Prepared(o.task, job_id, "x", resp.pack_command((b"XADD", o.stream.encode(), b"*", *fields)))
             return _Prepared(o.task, job_id, "e", b"", self._lua_job(o, b"x", o.stream.encode(), jid, now_b,
-                                                                     (len(fields), *fields)))
+                                                                     (len(fields), *fields), marker, unique))
         extra = o.extra_fields if traceparent is None else {**o.extra_fields, "traceparent": traceparent.decode()}
+        if unique:
+            extra = dict(extra, unique="1")
         member = encode_scheduled(o.stream, o.queue, encode_entry(
             o.task, payload_json, enqueued_at=now, job_id=job_id, attempts=o.attempts,
             backoff=o.backoff, timeout_ms=o.timeout_ms, extra=extra))
         if not lua:
             return _Prepared(o.task, job_id, "z", resp.pack_command((b"ZADD", self._scheduled_b, due, member)))
         return _Prepared(o.task, job_id, "e", b"", self._lua_job(o, b"z", self._scheduled_b, jid, now_b,
-                                                                 (due, member)))
+                                                                 (due, member), marker, unique))
 
-    def _lua_job(self, o: _Opts, mode: bytes, target: bytes, jid: bytes, now_b: bytes,
-                 tail: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Arguments of enqueue.lua for one job that needs dedupe or result tracking."""
+    def _lua_job(self, o: _Opts, mode: bytes, target: bytes, jid: bytes, now_b: bytes, tail: tuple[Any, ...],
+                 marker: bytes | None, unique: bool) -> tuple[Any, ...]:
+        """Arguments of enqueue.lua for one job that needs dedupe, a unique id or result tracking."""
         keys: list[bytes] = [target]
         di = ri = 0
-        if o.dedupe is not None:
-            keys.append(o.dedupe)
+        if marker is not None:
+            keys.append(marker)
             di = len(keys)
         if o.result_ttl_ms is not None:
             keys.append(self.keys.result(jid.decode()).encode())
             ri = len(keys)
-        return (len(keys), *keys, now_b, mode, 1, di, o.ttl_ms, ri, o.result_ttl_ms or 0, o.task_b, *tail)
+        ttl = UNIQUE_TTL_MS if unique else o.ttl_ms
+        return (len(keys), *keys, now_b, mode, 1, di, ttl, ri, o.result_ttl_ms or 0, o.task_b, *tail)
 
     def _pack_lua(self, batch: Sequence[_Prepared]) -> None:
         """Pack the enqueue.lua calls of ``batch`` (the Redis version is known by now)."""
@@ -349,9 +372,10 @@ class _Producer:
             "as an admin user"
         )
 
-    def _prepare_one(self, task: str, payload: Any, **options: Any) -> _Prepared:
+    def _prepare_one(self, task: str, payload: Any, job_id: str | None = None, unique: bool = False,
+                     **options: Any) -> _Prepared:
         now = now_ms()
-        return self._pack(self._resolve(task, **options), payload, now, b"%d" % now)
+        return self._pack(self._resolve(task, **options), payload, now, b"%d" % now, None, job_id, unique)
 
     def _many(self, jobs: Iterable[Job | tuple[str, Any]], opts: dict[str, Any]) -> list[_Prepared]:
         """Check and pack every job before anything is sent."""
@@ -363,7 +387,7 @@ class _Producer:
             if isinstance(job, Job):
                 o = self._resolve(job.task, job.priority, job.queue, job.delay, job.at, job.dedupe_key,
                                   job.dedupe_ttl, job.attempts, job.backoff, job.timeout, job.result_ttl)
-                out.append(self._pack(o, job.payload, now, now_b))
+                out.append(self._pack(o, job.payload, now, now_b, None, job.job_id, job.unique))
             elif isinstance(job, tuple) and len(job) == 2:
                 o2 = by_task.get(job[0]) if isinstance(job[0], str) else None
                 if o2 is None:
@@ -419,6 +443,82 @@ class _Producer:
         request = new_job_id()
         key = self.keys.worker_reply(request)
         return key, control_.request_payload(command, value, target, key, request)
+    # -- groups, chords, cancellation: the arguments of their Lua calls --------------------
+    def _group_args(self, jobs: Iterable[Job | tuple[str, Any]], callback: Job | tuple[str, Any] | None,
+                    on_failure: str, group_id: str | None, ttl: float,
+                    defaults: dict[str, Any]) -> tuple[list[Any], list[Any], str]:
+        """(keys, args, id) of group.lua for a group (``callback`` None) or a chord."""
+        opts = _many_opts(defaults)
+        what = "enqueue_chord" if callback is not None else "enqueue_group"
+        if opts["delay"] is not None or opts["at"] is not None:
+            raise InvalidJobError(f"{what}: members run at once: no delay= or at=")
+        ttl_ms = groups.check_ttl(ttl)
+        policy = groups.check_policy(on_failure)
+        gid = new_job_id() if group_id is None else validate_job_id(group_id, "group_id")
+        now = now_ms()
+        now_b = b"%d" % now
+        keys: list[Any] = [self.keys.chord(gid)]
+        index: dict[str, int] = {}
+        by_task: dict[str, _Opts] = {}
+        args: list[Any] = []
+        ids: list[str] = []
+        for i, job in enumerate(jobs):
+            if isinstance(job, Job):
+                if job.delay is not None or job.at is not None or job.dedupe_key is not None or job.unique:
+                    raise InvalidJobError(f"{what}: member {i} ({job.task!r}): no delay, at, dedupe_key or unique "
+                                          "for group members")
+                o = self._resolve(job.task, job.priority, job.queue, None, None, None, None, job.attempts,
+                                  job.backoff, job.timeout, job.result_ttl)
+                payload = job.payload
+                jid = new_job_id() if job.job_id is None else validate_job_id(job.job_id)
+            elif isinstance(job, tuple) and len(job) == 2 and isinstance(job[0], str):
+                o2 = by_task.get(job[0])
+                if o2 is None:
+                    o2 = by_task[job[0]] = self._resolve(job[0], dedupe_key=None, dedupe_ttl=None, **opts)
+                o, payload, jid = o2, job[1], new_job_id()
+            else:
+                raise InvalidJobError(f"{what}: expected Job(...) or (task, payload) items, got {job!r:.80}")
+            fields = [b"taskName", o.task_b, b"payload", encode_payload(o.task, payload), b"enqueuedAt", now_b,
+                      *o.extra, b"jobId", jid, b"chordId", gid, b"chordIndex", b"%d" % i]
+            si = index.get(o.stream)
+            if si is None:
+                keys.append(o.stream)
+                si = index[o.stream] = len(keys)
+            args += (si, len(fields), *fields)
+            ids.append(jid)
+        if not ids:
+            raise InvalidJobError(f"{what}: give at least one member")
+        cb_fields: list[Any] | None = None
+        cb_payload, cb_stream, cb_dlq, rk, rttl = b"null", "", "", "", 0
+        if callback is not None:
+            if isinstance(callback, Job):
+                o = self._resolve(callback.task, callback.priority, callback.queue, None, None, None, None,
+                                  callback.attempts, callback.backoff, callback.timeout, callback.result_ttl)
+                cb_value = callback.payload
+            elif isinstance(callback, tuple) and len(callback) == 2:
+                o = self._resolve(callback[0], None, None, None, None, None, None, None, None, None, None)
+                cb_value = callback[1]
+            else:
+                raise InvalidJobError(f"enqueue_chord: callback={callback!r:.80}: expected (task, payload) or Job(...)")
+            cb_payload = encode_payload(o.task, cb_value)
+            cb_fields = [b"taskName", o.task_b, b"enqueuedAt", now_b, *o.extra, b"jobId", gid.encode()]
+            cb_stream, cb_dlq = o.stream, self.keys.dead_letter(o.queue)
+            if o.result_ttl_ms is not None:
+                rk, rttl = self.keys.result(gid), o.result_ttl_ms
+        head = groups.header(ttl_ms, len(ids), policy, cb_fields, cb_payload, cb_stream, cb_dlq, gid, ids, rk, rttl)
+        return keys, [now, *head, *args], gid
+
+    def _cancel_args(self, job_id: str, ttl: float) -> tuple[list[Any], list[Any]]:
+        if not isinstance(job_id, str) or not job_id:
+            raise InvalidJobError(f"cancel: job_id={job_id!r}: expected a non-empty string")
+        ttl_ms = _seconds_to_ms("ttl", ttl, positive=True)
+        k = self.keys
+        return ([k.cancel(job_id), k.cancels, k.result(job_id), k.chord(job_id)],
+                [now_ms(), ttl_ms, job_id, k.cancel(""), k.result("")])
+
+    def _group_refused(self, gid: str) -> BrokerError:
+        return BrokerError(f"a group or chord with id {gid!r} exists already (ids must be unique while its "
+                           "state lives)")
 
     where = ""  # set by the concrete client
 
@@ -463,6 +563,7 @@ class Client(_Producer):
         self._pinned: Any = None
         self._pinned_pid = -1
         self._pinned_lock = threading.Lock()
+        self._scripts: Any = None
 
     def _ready(self) -> None:
         if not self._version_checked:
@@ -545,6 +646,8 @@ class Client(_Producer):
         backoff: Backoff | float | None = None,
         timeout: float | None = None,
         result_ttl: float | None = None,
+        job_id: str | None = None,
+        unique: bool = False,
     ) -> str | None:
         """Enqueue one job.
 
@@ -561,9 +664,12 @@ class Client(_Producer):
             timeout: execution time limit in seconds.
             result_ttl: keep the job's status and result this many seconds
                 (opt-in; read them with ``status()`` and ``result()``).
+            job_id: the job's id, chosen by the producer (default: a random one).
+            unique: refuse this job while another with the same ``job_id`` is
+                still queued, scheduled or running (needs ``job_id``).
 
         Returns:
-            The job id, or ``None`` when deduplicated.
+            The job id, or ``None`` when deduplicated (or refused by ``unique``).
 
         Raises:
             InvalidJobError / PayloadError on bad arguments, BrokerError when
@@ -573,10 +679,11 @@ class Client(_Producer):
         if tracer is not None:
             return self._execute_traced(tracer, [(task, payload, dict(
                 priority=priority, queue=queue, delay=delay, at=at, dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl,
-                attempts=attempts, backoff=backoff, timeout=timeout, result_ttl=result_ttl))])[0]
+                attempts=attempts, backoff=backoff, timeout=timeout, result_ttl=result_ttl, job_id=job_id,
+                unique=unique))])[0]
         p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
                               dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
-                              backoff=backoff, timeout=timeout, result_ttl=result_ttl)
+                              backoff=backoff, timeout=timeout, result_ttl=result_ttl, job_id=job_id, unique=unique)
         return self._execute((p,))[0]
 
     def _execute_traced(self, tracer: tracing.Tracer, jobs: list[tuple[str, Any, dict[str, Any]]]) -> list[str | None]:
@@ -611,13 +718,88 @@ class Client(_Producer):
             sid = self.redis.xadd(self.keys.broadcast, fields, maxlen=BROADCAST_MAXLEN, approximate=True)
         return sid.decode() if isinstance(sid, bytes) else str(sid)
 
-    # -- status and results ---------------------------------------------------------
-    def status(self, job_id: str) -> str | None:
-        """``scheduled``, ``queued``, ``running``, ``done``, ``failed`` (a retry is
-        pending) or ``dead`` — for jobs enqueued with ``result_ttl`` (or whose task
-        has one); ``None`` when no status is kept (not opted in, unknown, expired)."""
+
+    # -- groups, chords, cancellation ------------------------------------------------------
+    def enqueue_group(self, jobs: Iterable[Job | tuple[str, Any]], *, group_id: str | None = None,
+                      ttl: float = groups.DEFAULT_TTL, **defaults: Any) -> str:
+        """Enqueue jobs as one group, atomically (all or none); returns the group id.
+
+        ``jobs`` and ``defaults`` as for :meth:`enqueue_many` (members run at
+        once: no delay). Follow it with :meth:`group_status`; its state
+        expires ``ttl`` seconds after it was created and after it ended.
+        """
+        keys, args, gid = self._group_args(jobs, None, "callback", group_id, ttl, defaults)
+        if not self._group_script(keys, args):
+            raise self._group_refused(gid)
+        return gid
+
+    def enqueue_chord(self, jobs: Iterable[Job | tuple[str, Any]], *, callback: Job | tuple[str, Any],
+                      on_failure: str = "callback", group_id: str | None = None, ttl: float = groups.DEFAULT_TTL,
+                      **defaults: Any) -> str:
+        """Enqueue a group whose ``callback`` runs exactly once, when the last member settled.
+
+        The callback's payload is ``{"chord", "payload", "results", "failures"}``
+        (results in member order). ``on_failure="callback"`` runs it with the
+        failures listed; ``"dead-letter"`` dead-letters it instead. Returns the
+        chord id, which is also the callback's job id (``result(chord_id)``
+        waits for it when its task keeps results).
+        """
+        keys, args, gid = self._group_args(jobs, callback, on_failure, group_id, ttl, defaults)
+        if not self._group_script(keys, args):
+            raise self._group_refused(gid)
+        return gid
+
+    def _group_script(self, keys: list[Any], args: list[Any]) -> bool:
         self._ready()
         with redis_conn.translate_errors(self.where):
+            if self._scripts is None:
+                self._scripts = (self.redis.register_script(scripts.source("group")),
+                                 self.redis.register_script(scripts.source("cancel")))
+            return bool(self._scripts[0](keys=keys, args=args))
+
+    def group_status(self, group_id: str) -> dict[str, Any] | None:
+        """``{"id", "state", "total", "done", "failed", "pending"}`` of a group or chord
+        (state: running, done, failed or cancelled), or None when unknown or expired."""
+        self._ready()
+        with redis_conn.translate_errors(self.where):
+            return groups.group_status(self.redis.hgetall(self.keys.chord(group_id)))
+
+    def cancel(self, job_id: str, *, ttl: float = DEFAULT_CANCEL_TTL) -> dict[str, Any]:
+        """Cancel a job, or a group/chord (its pending members and its callback).
+
+        A queued or scheduled job never starts; a running one has its child
+        killed, on whichever worker runs it; it is not retried and its status
+        (if kept) becomes ``cancelled``. The cancel waits in Redis up to ``ttl``
+        seconds to be carried out, so it holds while no worker runs.
+        Returns ``{"status": <status before, or None>, "members": <members cancelled>}``.
+        """
+        keys, args = self._cancel_args(job_id, ttl)
+        self._ready()
+        with redis_conn.translate_errors(self.where):
+            if self._scripts is None:
+                self._scripts = (self.redis.register_script(scripts.source("group")),
+                                 self.redis.register_script(scripts.source("cancel")))
+            before, members = self._scripts[1](keys=keys, args=args)
+        st = before.decode() if isinstance(before, bytes) else before
+        return {"status": st or None, "members": int(members)}
+
+    # -- status and results ---------------------------------------------------------
+    @overload
+    def status(self, job_id: str, detail: Literal[False] = ...) -> str | None: ...
+
+    @overload
+    def status(self, job_id: str, detail: Literal[True]) -> results.JobStatus | None: ...
+
+    def status(self, job_id: str, detail: bool = False) -> str | results.JobStatus | None:
+        """``scheduled``, ``queued``, ``running``, ``done``, ``failed`` (a retry is
+        pending), ``dead``, ``cancelled`` or ``waiting`` (a chord callback) — for jobs
+        enqueued with ``result_ttl`` (or whose task has one); ``None`` when no status
+        is kept (not opted in, unknown, expired). ``detail=True`` returns a
+        :class:`~backstage.results.JobStatus` with the progress the handler reported."""
+        self._ready()
+        with redis_conn.translate_errors(self.where):
+            if detail:
+                return results.detail(self.redis.hgetall(self.keys.result(job_id)))
             raw = self.redis.hget(self.keys.result(job_id), "status")
         return raw.decode() if isinstance(raw, bytes) else raw
 
@@ -711,6 +893,7 @@ class AsyncClient(_Producer):
         self.redis = redis if redis is not None else redis_conn.async_client(redis_conn.resolve_url(redis_url), tls=tls,
                                                                                slot_key=self.keys.prefix)
         self.where = redis_conn.endpoint(self.redis)
+        self._scripts: Any = None
 
     async def _ready(self) -> None:
         if not self._version_checked:
@@ -769,16 +952,19 @@ class AsyncClient(_Producer):
         backoff: Backoff | float | None = None,
         timeout: float | None = None,
         result_ttl: float | None = None,
+        job_id: str | None = None,
+        unique: bool = False,
     ) -> str | None:
         """Enqueue one job; see :meth:`Client.enqueue`."""
         tracer = tracing.tracer
         if tracer is not None:
             return (await self._execute_traced(tracer, [(task, payload, dict(
                 priority=priority, queue=queue, delay=delay, at=at, dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl,
-                attempts=attempts, backoff=backoff, timeout=timeout, result_ttl=result_ttl))]))[0]
+                attempts=attempts, backoff=backoff, timeout=timeout, result_ttl=result_ttl, job_id=job_id,
+                unique=unique))]))[0]
         p = self._prepare_one(task, payload, priority=priority, queue=queue, delay=delay, at=at,
                               dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl, attempts=attempts,
-                              backoff=backoff, timeout=timeout, result_ttl=result_ttl)
+                              backoff=backoff, timeout=timeout, result_ttl=result_ttl, job_id=job_id, unique=unique)
         return (await self._execute((p,)))[0]
 
     async def _execute_traced(self, tracer: tracing.Tracer,
@@ -808,10 +994,51 @@ class AsyncClient(_Producer):
             sid = await self.redis.xadd(self.keys.broadcast, fields, maxlen=BROADCAST_MAXLEN, approximate=True)
         return sid.decode() if isinstance(sid, bytes) else str(sid)
 
-    async def status(self, job_id: str) -> str | None:
+
+    async def enqueue_group(self, jobs: Iterable[Job | tuple[str, Any]], *, group_id: str | None = None,
+                            ttl: float = groups.DEFAULT_TTL, **defaults: Any) -> str:
+        """See :meth:`Client.enqueue_group`."""
+        keys, args, gid = self._group_args(jobs, None, "callback", group_id, ttl, defaults)
+        if not await self._script(0, keys, args):
+            raise self._group_refused(gid)
+        return gid
+
+    async def enqueue_chord(self, jobs: Iterable[Job | tuple[str, Any]], *, callback: Job | tuple[str, Any],
+                            on_failure: str = "callback", group_id: str | None = None,
+                            ttl: float = groups.DEFAULT_TTL, **defaults: Any) -> str:
+        """See :meth:`Client.enqueue_chord`."""
+        keys, args, gid = self._group_args(jobs, callback, on_failure, group_id, ttl, defaults)
+        if not await self._script(0, keys, args):
+            raise self._group_refused(gid)
+        return gid
+
+    async def _script(self, which: int, keys: list[Any], args: list[Any]) -> Any:
+        await self._ready()
+        with redis_conn.translate_errors(self.where):
+            if self._scripts is None:
+                self._scripts = (self.redis.register_script(scripts.source("group")),
+                                 self.redis.register_script(scripts.source("cancel")))
+            return await self._scripts[which](keys=keys, args=args)
+
+    async def group_status(self, group_id: str) -> dict[str, Any] | None:
+        """See :meth:`Client.group_status`."""
+        await self._ready()
+        with redis_conn.translate_errors(self.where):
+            return groups.group_status(await self.redis.hgetall(self.keys.chord(group_id)))
+
+    async def cancel(self, job_id: str, *, ttl: float = DEFAULT_CANCEL_TTL) -> dict[str, Any]:
+        """See :meth:`Client.cancel`."""
+        keys, args = self._cancel_args(job_id, ttl)
+        before, members = await self._script(1, keys, args)
+        st = before.decode() if isinstance(before, bytes) else before
+        return {"status": st or None, "members": int(members)}
+
+    async def status(self, job_id: str, detail: bool = False) -> Any:
         """See :meth:`Client.status`."""
         await self._ready()
         with redis_conn.translate_errors(self.where):
+            if detail:
+                return results.detail(await self.redis.hgetall(self.keys.result(job_id)))
             raw = await self.redis.hget(self.keys.result(job_id), "status")
         return raw.decode() if isinstance(raw, bytes) else raw
 

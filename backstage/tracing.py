@@ -67,8 +67,10 @@ def prepare(producer: Any, tracer: Tracer, jobs: list[tuple[str, Any, dict[str, 
         for task, payload, options in jobs:
             span = tracer.start_enqueue(task if isinstance(task, str) else repr(task))
             try:
+                options = dict(options)
+                job_id, unique = options.pop("job_id", None), options.pop("unique", False)
                 o = producer._resolve(task, **options)
-                out.append(producer._pack(o, payload, now, now_b, span.traceparent))
+                out.append(producer._pack(o, payload, now, now_b, span.traceparent, job_id, unique))
             except BaseException as exc:
                 span.end(None, None, exc)
                 raise
@@ -90,7 +92,8 @@ def job_list(jobs: "Iterable[Job | tuple[str, Any]]", opts: dict[str, Any]) -> l
             out.append((job.task, job.payload, {
                 "priority": job.priority, "queue": job.queue, "delay": job.delay, "at": job.at,
                 "dedupe_key": job.dedupe_key, "dedupe_ttl": job.dedupe_ttl, "attempts": job.attempts,
-                "backoff": job.backoff, "timeout": job.timeout, "result_ttl": job.result_ttl}))
+                "backoff": job.backoff, "timeout": job.timeout, "result_ttl": job.result_ttl,
+                "job_id": job.job_id, "unique": job.unique}))
         elif isinstance(job, tuple) and len(job) == 2:
             out.append((job[0], job[1], {**opts, "dedupe_key": None, "dedupe_ttl": None}))
         else:

@@ -8,11 +8,18 @@
 -- Routing (WIRE.md): streamKey, else P:<priority>, else P:default; a
 -- streamKey outside the prefix, or a member that is not a JSON object with
 -- a taskName, is parked in KEYS[2] with reason 'malformed'.
+-- Cancelled jobs (KEYS[3] P:cancels non-empty, and P:cancel:<jobId> set) are
+-- dropped instead: their cancel is carried out (DEL, ZREM), their status
+-- (P:result:<jobId>, if kept) says 'cancelled'. ARGV[5] is the cancel key
+-- head (P:cancel:), ARGV[6] the result key head (P:result:), ARGV[7] the unique
+-- marker head (P:unique:): a unique job's id is free again.
 -- Returns: {moved, parked, next due score or -1}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local prefix = ARGV[3]
 local head = prefix .. ':'
 local moved, parked = 0, 0
+-- the per-job check costs only while some cancel is pending
+local cancels = KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1
 
 local function text(v)
   local t = type(v)
@@ -38,6 +45,14 @@ for _, member in ipairs(due) do
   local ok, job = pcall(cjson.decode, member)
   if not ok or type(job) ~= 'table' or type(job.taskName) ~= 'string' or job.taskName == '' then
     park(member, 'scheduled member is not a JSON object with a taskName')
+  elseif cancels and type(job.jobId) == 'string' and redis.call('EXISTS', ARGV[5] .. job.jobId) == 1 then
+    redis.call('DEL', ARGV[5] .. job.jobId)
+    redis.call('ZREM', KEYS[3], job.jobId)
+    local rk = ARGV[6] .. job.jobId
+    if redis.call('EXISTS', rk) == 1 then
+      redis.call('HSET', rk, 'status', 'cancelled', 'updatedAt', ARGV[1])
+    end
+    if job.unique == '1' or job.unique == 1 then redis.call('DEL', ARGV[7] .. job.jobId) end
   else
     local stream = job.streamKey
     if type(stream) ~= 'string' or stream == '' then

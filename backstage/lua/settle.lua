@@ -21,6 +21,20 @@
 --        <id> <jobId> <taskName> <attempt> <durationMs> <finishedAt>
 --                                                   ack (plain success) and, for each entry this
 --                                                   XACK acknowledged, XADD its history record
+--   'u', <stream idx>, <id>, <key idx>              DEL a unique job's marker (no ack; comes
+--                                                   before the operation that acks the entry)
+--   'n', <stream idx>, <id>, <cancel key idx>, <cancels idx>, <job id>
+--                                                   a cancel carried out: DEL P:cancel:<id>, ZREM
+--                                                   P:cancels <id> (no ack; before the acking op)
+--   'c', <stream idx>, <id>, <chord idx>, <member index>, <'1' ok | '0' failed>, <value JSON | failure JSON>
+--                                                   record a group/chord member's outcome (no ack;
+--                                                   before the acking op): the first record of a
+--                                                   member decrements 'left'; the one that reaches 0
+--                                                   enqueues the callback (or dead-letters it), once
+--   'g', <stream idx>, <id>, <chord idx>, <11 header values as group.lua>, <m>,
+--        then m members: <stream idx>, <n>, f1 .. fn
+--                                                   ack, then write a group/chord and its members
+--                                                   (a group id that exists is left as it is)
 -- Returns: {skipped, refused}
 --   skipped: the number of side-effect operations skipped because the entry
 --   was no longer pending for this consumer (another worker reclaimed it: that
@@ -60,6 +74,61 @@ end
 local function ack(stream, id)
   redis.pcall('XACK', stream, group, id)
   if delete then redis.pcall('XDEL', stream, id) end
+end
+
+-- The last member of a group settled: mark it ended; a chord's callback is
+-- enqueued with the results in member order (or dead-lettered, by policy).
+local function chord_done(key, sidx, id)
+  local h = redis.call('HMGET', key, 'total', 'failed', 'cb', 'cbp', 'cbs', 'policy', 'state', 'id', 'dlq', 'ttl',
+    'rk', 'rttl')
+  if h[7] == 'cancelled' then return end
+  local total, failed = tonumber(h[1]), tonumber(h[2])
+  redis.call('HSET', key, 'state', failed > 0 and 'failed' or 'done')
+  redis.call('PEXPIRE', key, h[10])
+  if not h[3] or h[3] == '' then return end
+  local results, failures = {}, {}
+  for s = 0, total - 1, 1000 do
+    local names, enames = {}, {}
+    for j = s, math.min(s + 999, total - 1) do
+      names[#names + 1] = 'r' .. j
+      enames[#enames + 1] = 'e' .. j
+    end
+    local vals = redis.call('HMGET', key, unpack(names))
+    local errs = redis.call('HMGET', key, unpack(enames))
+    for j = 1, #names do
+      results[#results + 1] = vals[j] or 'null'
+      if errs[j] then failures[#failures + 1] = errs[j] end
+    end
+  end
+  local payload = '{"chord":"' .. h[8] .. '","payload":' .. h[4] .. ',"results":[' .. table.concat(results, ',') ..
+    '],"failures":[' .. table.concat(failures, ',') .. ']}'
+  local fields = cjson.decode(h[3])
+  fields[#fields + 1] = 'payload'
+  fields[#fields + 1] = payload
+  local t = redis.call('TIME')
+  local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  local rk = h[11]
+  if failed > 0 and h[6] == 'dead-letter' then
+    if rk and rk ~= '' then
+      redis.call('HSET', rk, 'status', 'dead', 'reason', 'failed', 'errorType', 'ChordFailed',
+        'errorMessage', failed .. ' of ' .. total .. ' members failed', 'updatedAt', now)
+      redis.call('PEXPIRE', rk, h[12])
+    end
+    for _, kv in ipairs({{'originalId', ''}, {'deadLetteredAt', now}, {'deliveryCount', '0'}, {'queue', h[5]},
+        {'reason', 'failed'}, {'errorType', 'ChordFailed'},
+        {'errorMessage', failed .. ' of ' .. total .. ' members of chord ' .. h[8] .. ' failed'},
+        {'traceback', ''}, {'consumer', consumer}}) do
+      fields[#fields + 1] = kv[1]
+      fields[#fields + 1] = kv[2]
+    end
+    try('c', sidx, id, 'XADD', h[9], 'MAXLEN', '~', 10000, '*', unpack(fields))
+  else
+    try('c', sidx, id, 'XADD', h[5], '*', unpack(fields))
+    if rk and rk ~= '' then
+      redis.call('HSET', rk, 'status', 'queued', 'updatedAt', now)
+      redis.call('PEXPIRE', rk, h[12])
+    end
+  end
 end
 
 local i = 4
@@ -164,6 +233,73 @@ while i <= n do
         skipped = skipped - 1  -- counted once, with the operation that acks
       end
       i = i + 6 + nf
+    elseif op == 'u' then
+      if mine then
+        try(op, sidx, id, 'DEL', KEYS[tonumber(ARGV[i + 3])])
+      else
+        skipped = skipped - 1  -- counted once, with the operation that acks
+      end
+      i = i + 4
+    elseif op == 'n' then
+      if mine then
+        try(op, sidx, id, 'DEL', KEYS[tonumber(ARGV[i + 3])])
+        try(op, sidx, id, 'ZREM', KEYS[tonumber(ARGV[i + 4])], ARGV[i + 5])
+      else
+        skipped = skipped - 1  -- counted once, with the operation that acks
+      end
+      i = i + 6
+    elseif op == 'c' then
+      if mine then
+        local key = KEYS[tonumber(ARGV[i + 3])]
+        local idx = ARGV[i + 4]
+        -- a chord whose state expired records nothing (it would be a stray hash); a key of
+        -- another type (a hostile chordId) is refused, never raised: the batch goes on
+        local kind = redis.call('TYPE', key).ok
+        if kind ~= 'hash' and kind ~= 'none' then
+          try(op, sidx, id, 'HSETNX', key, 'r' .. idx, 'null')
+        elseif kind == 'hash' then
+          local ok = ARGV[i + 5] == '1'
+          if redis.call('HSETNX', key, 'r' .. idx, ok and ARGV[i + 6] or 'null') == 1 then
+            if not ok then
+              redis.call('HSET', key, 'e' .. idx, ARGV[i + 6])
+              redis.call('HINCRBY', key, 'failed', 1)
+            end
+            if redis.call('HINCRBY', key, 'left', -1) == 0 then chord_done(key, sidx, id) end
+          end
+        end
+      else
+        skipped = skipped - 1  -- counted once, with the operation that acks
+      end
+      i = i + 7
+    elseif op == 'g' then
+      local key = KEYS[tonumber(ARGV[i + 3])]
+      local a = i + 4
+      local m = tonumber(ARGV[a + 11])
+      local j = a + 12
+      local members = {}
+      for _ = 1, m do
+        local nf = tonumber(ARGV[j + 1])
+        members[#members + 1] = {j, nf}
+        j = j + 2 + nf
+      end
+      if mine then
+        ack(stream, id)
+        if redis.call('EXISTS', key) == 0 then
+          redis.call('HSET', key, 'ttl', ARGV[a], 'total', ARGV[a + 1], 'left', ARGV[a + 1], 'failed', 0,
+            'policy', ARGV[a + 2], 'cb', ARGV[a + 3], 'cbp', ARGV[a + 4], 'cbs', ARGV[a + 5], 'dlq', ARGV[a + 6],
+            'id', ARGV[a + 7], 'ids', ARGV[a + 8], 'rk', ARGV[a + 9], 'rttl', ARGV[a + 10], 'state', 'running')
+          redis.call('PEXPIRE', key, ARGV[a])
+          if ARGV[a + 9] ~= '' then
+            redis.call('DEL', ARGV[a + 9])
+            redis.call('HSET', ARGV[a + 9], 'status', 'waiting')
+            redis.call('PEXPIRE', ARGV[a + 9], ARGV[a + 10])
+          end
+          for _, mb in ipairs(members) do
+            try(op, sidx, id, 'XADD', KEYS[tonumber(ARGV[mb[1]])], '*', unpack(ARGV, mb[1] + 2, mb[1] + 1 + mb[2]))
+          end
+        end
+      end
+      i = j
     elseif op == 'r' then
       local nf = tonumber(ARGV[i + 3])
       if mine and try(op, sidx, id, 'XADD', stream, '*', unpack(ARGV, i + 4, i + 3 + nf)) then

@@ -116,6 +116,29 @@ class SettleBatch:
         """Update a tracked job's status hash (only while the entry is ours)."""
         self._ops += (b"s", si + 2, entry_id, self._key(key), ttl_ms, len(fields), *fields)
 
+    def release(self, si: int, entry_id: bytes, key: str) -> None:
+        """Delete ``key`` (a unique job's marker) while the entry is ours; comes before its acking operation."""
+        self._ops += (b"u", si + 2, entry_id, self._key(key))
+
+    def honoured(self, si: int, entry_id: bytes, cancel_key: str, cancels: str, job_id: str) -> None:
+        """Drop a job's cancel once it is carried out (while the entry is ours): an id
+        reused later is not cancelled again. Comes before the acking operation."""
+        self._ops += (b"n", si + 2, entry_id, self._key(cancel_key), self._key(cancels), job_id)
+
+    def chord_member(self, si: int, entry_id: bytes, chord_key: str, index: int, ok: bool, value: Any) -> None:
+        """Record a group/chord member's outcome (while the entry is ours); before its acking op."""
+        self._ops += (b"c", si + 2, entry_id, self._key(chord_key), index, b"1" if ok else b"0", value)
+
+    def fan_out(self, si: int, entry_id: bytes, chord_key: str, header: Sequence[Any],
+                members: Sequence[tuple[str, Mapping[Any, Any]]], origin: object = None) -> None:
+        """Ack, then write a group/chord (``header``: group.lua's 11 values) and its members."""
+        ops: list[Any] = [b"g", si + 2, entry_id, self._key(chord_key), *header, len(members)]
+        for stream, fields in members:
+            flat = flatten(fields)
+            ops += (self._key(stream), len(flat), *flat)
+        self._ops += ops
+        self._acked_by_op(si, entry_id, origin)
+
     def hand_back(self, si: int, entry_id: bytes, fields: Mapping[Any, Any], origin: object = None) -> None:
         flat = flatten(fields)
         self._ops += (b"r", si + 2, entry_id, len(flat), *flat)
@@ -409,8 +432,9 @@ class MasterBroker:
     def promote(self, now_ms: int, limit: int, dlq_maxlen: int) -> tuple[int, int, int]:
         """Move due scheduled members to their streams: (moved, parked, next due ms or -1)."""
         moved, parked, nxt = self._promote(
-            keys=[self.keys.scheduled, self.keys.dead_letter("default")],
-            args=[now_ms, limit, self.keys.prefix, dlq_maxlen],
+            keys=[self.keys.scheduled, self.keys.dead_letter("default"), self.keys.cancels],
+            args=[now_ms, limit, self.keys.prefix, dlq_maxlen, self.keys.cancel(""), self.keys.result(""),
+                  self.keys.unique("")],
         )
         return int(moved), int(parked), int(nxt)
 
@@ -480,6 +504,11 @@ class MasterBroker:
     def last_cron_tick(self, name: str) -> int | None:
         raw = self.redis.get(self.keys.cron_last(name))
         return int(raw) if raw is not None else None
+
+    def cancelled_ids(self, now_ms: int) -> set[str]:
+        """Job ids whose cancel has not expired (P:cancels: id -> expiry ms)."""
+        raw: Any = self.redis.zrangebyscore(self.keys.cancels, f"({now_ms}", "+inf")
+        return {x.decode("utf-8", "replace") for x in raw}
 
     def join_broadcast(self) -> None:
         """Create this worker's broadcast group at ``$``: only messages sent from now on."""

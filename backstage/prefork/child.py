@@ -22,9 +22,10 @@ import orjson
 
 from .. import tracing
 from ..app import Next
-from ..context import JobContext, current_job
+from ..context import JobContext, ProgressReporter, current_job
 from ..context import _current as _current  # (backstage.testing.inline sets it too)
 from ..errors import PayloadError, Reject, Retry
+from ..groups import Chord, Group, check_callback, check_ttl
 from ..protocol.wire import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from . import ipc
 
@@ -71,11 +72,25 @@ def _error(kind: str, exc: BaseException, seq: int, dur: int, retry_ms: int | No
     return ipc.Err(seq, dur, kind, etype, str(exc), tb, retry_ms)
 
 
-def _next_step(result: Any, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> ipc.NextStep | None:
-    """Workflow instruction from a handler's return value, or None.
+def _fan_out(g: Group) -> ipc.FanOut:
+    dumps = orjson.dumps
+    members = [[t, dumps(p).decode(), q] for t, p, q in g.members]
+    callback = None
+    policy = "callback"
+    if isinstance(g, Chord):
+        t, p, q = check_callback(g.callback)
+        callback = [t, dumps(p).decode(), q]
+        policy = g.on_failure
+    return ipc.FanOut(g.group_id, members, callback, policy, check_ttl(g.ttl))
+
+
+def _next_step(result: Any, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> ipc.NextStep | ipc.FanOut | None:
+    """Workflow instruction from a handler's return value (a Group/Chord: its fan-out), or None.
 
     Raises ValueError / PayloadError (the job then fails) for a bad delay, or
     a payload JSON cannot carry or the consumer would refuse as oversize."""
+    if isinstance(result, Group):
+        return _fan_out(result)
     step = _parse_step(result)
     # (text: up to 4 bytes a character; encoded again only when that could pass the limit)
     if step is not None and len(step.payload_json) * 4 > max_payload_bytes:
@@ -106,6 +121,12 @@ def _parse_step(result: Any) -> ipc.NextStep | None:
         return ipc.NextStep(result["next"], int(delay), encode_payload(result["next"], result.get("payload")).decode(),
                             queue)
     return None
+
+
+def _progress_sender(out_fd: int, seq: int) -> Callable[[float, str | None], None]:
+    def send(fraction: float, message: str | None) -> None:
+        ipc.write_all(out_fd, ipc.pack_progress(seq, fraction, message))
+    return send
 
 
 def _rss() -> int:
@@ -214,7 +235,12 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                         out = ipc.Err(seq, 0, "malformed", "JSONDecodeError", f"payload is not valid JSON: {exc}", "",
                                       None)
                     else:
-                        token = _current.set(JobContext(job.job_id, task_name, job.attempt, index))
+                        reporter = None
+                        if job.job_id is not None and job.want_result:
+                            reporter = ProgressReporter(_progress_sender(out_fd, seq))
+                        deadline = None if job.timeout is None else time.time() + job.timeout
+                        token = _current.set(JobContext(job.job_id, task_name, job.attempt, index, job.queue,
+                                                        deadline, reporter))
                         try:
                             if task.is_async:
                                 if loop is None:
@@ -235,6 +261,8 @@ def _run(app: "Backstage", index: int, job_fd: int, out_fd: int, hooks: list[Cal
                             out = _error("error", exc, seq, perf() - t0)
                         finally:
                             _current.reset(token)
+                            if reporter is not None:
+                                reporter.flush()  # before the outcome: the master applies them in order
                 try:
                     frame_out = ipc.pack_ok(seq, dur, step, value) if out is None else ipc.pack_err(out)
                 except TypeError as exc:  # e.g. a Next payload orjson cannot carry

@@ -29,7 +29,8 @@ class Dispatcher:
     """Buffered deliveries, backpressure, and the hand-over to children."""
 
     def __init__(self, cfg: WorkerConfig, supervisor: Supervisor, clock: Callable[[], float],
-                 running: Callable[[Delivery], None], queues: Sequence[str] = ()) -> None:
+                 running: Callable[[Delivery], None], queues: Sequence[str] = (),
+                 skip: Callable[[Delivery], None] | None = None) -> None:
         self.cfg = cfg
         self.queues = list(queues)
         # tracing on (backstage.contrib.otel, set up before the fork): children
@@ -38,6 +39,9 @@ class Dispatcher:
         self.sup = supervisor
         self.clock = clock
         self.running = running  # told of each job that keeps a status when a child gets it
+        self.skip = skip or (lambda d: None)  # told of each cancelled job taken off the buffer
+        #: job ids cancelled (the housekeeper's copy of P:cancels); empty on the hot path
+        self.cancelled: set[str] = set()
         self.buffer: Deque[Delivery] = collections.deque()
         self.ewma = cfg.fast_job_threshold * 10  # start in slow mode: one job per child
         self.dispatches = 0
@@ -177,6 +181,8 @@ class Dispatcher:
         now = self.clock()
         max_tasks = self.cfg.max_tasks_per_child
         running = self.running
+        queues = self.cfg.queues
+        cancelled = self.cancelled
         for c in free:
             if not buffer:
                 break
@@ -196,8 +202,12 @@ class Dispatcher:
                               or (avg < short_t and c.queueable and n < 2)):
                     break
                 buffer.popleft()
+                if cancelled and d.job_id in cancelled:
+                    self.skip(d)  # cancelled while queued: it never starts
+                    continue
                 p = d.payload
-                meta.append((d.seq, d.task, d.job_id, d.attempt, len(p), d.result_ttl is not None))
+                meta.append((d.seq, d.task, d.job_id, d.attempt, len(p), d.result_ttl is not None or d.chord is not None,
+                             queues[d.si], d.timeout))
                 payloads.append(p)
                 c.inflight.append(d)
                 c.batchable = c.batchable and avg < fast_t

@@ -50,7 +50,7 @@ class Delivery:
     """
 
     __slots__ = ("seq", "si", "id", "fields", "task", "timeout", "attempt", "attempts", "backoff", "result_ttl",
-                 "stats", "payload", "job_id", "workflow_id", "traceparent", "ran_ns")
+                 "stats", "payload", "job_id", "workflow_id", "traceparent", "ran_ns", "unique", "chord")
 
     def __init__(self, seq: int, si: int, entry_id: bytes, fields: dict[bytes, bytes], task: str,
                  stats: "TaskStats", payload: bytes, job_id: str | None, timeout: float | None, attempt: int,
@@ -72,6 +72,8 @@ class Delivery:
         self.workflow_id = workflow_id
         self.traceparent = traceparent  # W3C trace context (backstage[otel]); None: untraced
         self.ran_ns = 0  # how long the handler ran, once its outcome frame says (job history)
+        self.unique = False  # its job id is reserved (``unique=True``) until its final settle
+        self.chord: tuple[str, int] | None = None  # (group/chord id, member index)
 
     @property
     def log_id(self) -> str:
@@ -176,7 +178,8 @@ class Decoder:
         raw = fields.get(b"enqueuedAt")
         name, timeout, result_ttl, attempts, backoff, stats = info  # one unpack: cheaper than six attributes
         attempt = deliveries
-        workflow_id = traceparent = None
+        workflow_id = traceparent = chord = None
+        unique = False
         try:
             if jid is None:
                 job_id = None
@@ -219,11 +222,19 @@ class Decoder:
                 raw = fields.get(b"traceparent")
                 if raw is not None:
                     traceparent = _traceparent(raw)
+                unique = fields.get(b"unique") == b"1" and job_id is not None
+                raw = fields.get(b"chordId")
+                if raw is not None:
+                    chord = (_text(raw, "chordId"), _int(fields.get(b"chordIndex", b""), "chordIndex", 0, ATTEMPT_MAX))
         except _Bad as exc:
             return self._reject(fields, info, "malformed", "MalformedEntry", str(exc))
         self.seq += 1
-        return Delivery(self.seq, si, entry_id, fields, name, stats, payload, job_id, timeout, attempt, attempts,
-                        backoff, result_ttl, workflow_id, traceparent)
+        d = Delivery(self.seq, si, entry_id, fields, name, stats, payload, job_id, timeout, attempt, attempts,
+                     backoff, result_ttl, workflow_id, traceparent)
+        if unique or chord is not None:  # only entries with those optional fields pay for this
+            d.unique = unique
+            d.chord = chord
+        return d
 
     def _learn(self, raw_task: bytes | None, fields: dict[bytes, bytes]) -> Rejected | None:
         """Resolve a task name not seen before (or a bad one: its rejection)."""

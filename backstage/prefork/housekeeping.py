@@ -59,6 +59,9 @@ class Worker(Protocol):
 
     def broadcast_to_children(self, frame: bytes) -> None: ...
 
+    def cancel(self, job_ids: set[str]) -> None:
+        """The job ids cancelled now: the ones not started never start, running ones are killed."""
+
 
 class Housekeeper:
     """Heartbeats, broadcasts (and the control commands among them), cron ticks."""
@@ -96,6 +99,7 @@ class Housekeeper:
         self._guarded("control set-up", self._join_control)
         self._guarded("heartbeat", self.heartbeat)
         self._guarded("broadcast set-up", self.broker.join_broadcast)
+        self._guarded("reading cancels", self.cancels)  # a cancel issued while no worker ran
         now = wire.now_ms()
         for entry in self.app.cron_entries:
             self.cron.append((entry, entry.next_after(now)))
@@ -134,6 +138,7 @@ class Housekeeper:
             self.next_broadcast = now + self.cfg.broadcast_interval
             self.broadcasts()
             self.controls()
+            self.cancels()
         if self.cron and not self.worker.stopping:
             self.fire_due_cron()
         if now >= self.next_group_sweep:
@@ -165,6 +170,11 @@ class Housekeeper:
                                                counts)
         self.reported = done  # after the call: a failed heartbeat reports them next time
         self.worker.set_paused(paused)
+
+    # -- cancellation ------------------------------------------------------------------
+    def cancels(self) -> None:
+        """Read the cancelled job ids (one ZRANGEBYSCORE, usually empty) and hand them to the worker."""
+        self.worker.cancel(self.broker.cancelled_ids(wire.now_ms()))
 
     # -- broadcast and remote control (control.Controllable) ---------------------------------
     def broadcasts(self) -> None:

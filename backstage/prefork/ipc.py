@@ -8,7 +8,7 @@ Master → child, a *job frame*::
     <u8 kind> <u32 meta length> <u32 blob length> <meta: orjson> <blob>
 
 ``kind`` :data:`JOBS` carries jobs: meta is a list of rows
-``[seq, task, job_id, attempt, payload_len, want_result]`` (:data:`JobRow`
+``[seq, task, job_id, attempt, payload_len, want_result, queue, timeout]`` (:data:`JobRow`
 as the master builds them, :class:`JobMeta` as the child reads them) and blob the
 payloads, concatenated, exactly as read from Redis: the master never decodes
 a payload. ``kind`` :data:`BROADCAST` carries broadcast messages the same way
@@ -28,6 +28,7 @@ Child → master, an *outcome frame*: ``<u32 length> <orjson list>``, one of
     ["mem", rss, full]                                    Memory
         sent after each outcome only under --max-memory-per-child: the child's RSS
         in bytes after that job; ``full``: past the limit, it ran nothing since and exits
+    ["progress", seq, fraction, message]                  Progress (coalesced in the child)
 
 ``kind`` is ``error``, ``retry``, ``reject``, ``malformed`` or ``unknown-task``.
 Everything is data: no pickled objects cross the pipe.
@@ -42,9 +43,10 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence, Tuple, Union
 
 import orjson
 
-__all__ = ["JOBS", "BROADCAST", "TRACED_JOBS", "JobRow", "JobMeta", "NextStep", "Ready", "BootFailed", "Ok", "Err",
-           "Memory", "Outcome", "pack_jobs", "pack_traced_jobs", "pack_broadcast", "pack_outcome", "pack_ready",
-           "pack_boot_failed", "pack_ok", "pack_err", "pack_memory", "parse_outcome", "jobs_of", "FrameReader", "JobFrameReader", "write_all", "set_pipe_size"]
+__all__ = ["JOBS", "BROADCAST", "TRACED_JOBS", "JobRow", "JobMeta", "NextStep", "FanOut", "Ready", "BootFailed", "Ok",
+           "Err", "Memory", "Progress", "Outcome", "pack_jobs", "pack_traced_jobs", "pack_progress", "pack_broadcast",
+           "pack_outcome", "pack_ready", "pack_boot_failed", "pack_ok", "pack_err", "pack_memory", "parse_outcome",
+           "jobs_of", "FrameReader", "JobFrameReader", "write_all", "set_pipe_size"]
 
 JOBS = 1
 BROADCAST = 2
@@ -58,7 +60,7 @@ MAX_FRAME = 1 << 30
 #: One job's meta row as the master builds it, in :class:`JobMeta`'s field
 #: order: a plain tuple, because the master builds one per job on its hot
 #: path (a NamedTuple costs ~0.4 us more each, and orjson cannot dump one).
-JobRow = Tuple[int, str, "str | None", int, int, bool]
+JobRow = Tuple[int, str, "str | None", int, int, bool, str, "float | None"]
 
 
 class JobMeta(NamedTuple):
@@ -69,7 +71,9 @@ class JobMeta(NamedTuple):
     job_id: str | None
     attempt: int
     payload_len: int
-    want_result: bool  # the job keeps a status: send the return value back
+    want_result: bool  # the job keeps a status (or is a chord member): send the return value back
+    queue: str = "default"
+    timeout: float | None = None  # its time limit in seconds
 
 
 class NextStep(NamedTuple):
@@ -80,6 +84,22 @@ class NextStep(NamedTuple):
     payload_json: str
     queue: str | None
     traceparent: str | None = None  # the span of the handler that returned it (tracing on)
+
+
+class FanOut(NamedTuple):
+    """A group or chord returned by a handler: members (and callback) written with its ack."""
+
+    group_id: str | None
+    members: list[list[Any]]  # [task, payload_json, queue | None] each
+    callback: list[Any] | None  # [task, payload_json, queue | None], or None for a group
+    on_failure: str
+    ttl_ms: int
+
+
+class Progress(NamedTuple):
+    seq: int
+    fraction: float
+    message: str | None
 
 
 class Ready(NamedTuple):
@@ -95,7 +115,7 @@ class BootFailed(NamedTuple):
 class Ok(NamedTuple):
     seq: int
     duration_ns: int
-    next: NextStep | None
+    next: NextStep | FanOut | None
     value: str | None  # the return value as JSON text, when the job asked for it
 
 
@@ -116,7 +136,7 @@ class Memory(NamedTuple):
     full: bool  # past the limit: it runs nothing more and exits
 
 
-Outcome = Union[Ready, BootFailed, Ok, Err, Memory]
+Outcome = Union[Ready, BootFailed, Ok, Err, Memory, Progress]
 
 
 # -- master → child ------------------------------------------------------------------
@@ -134,7 +154,7 @@ def pack_traced_jobs(meta: Sequence[JobRow], traces: Sequence[Sequence[str | Non
 
 def pack_broadcast(task: str, payload: bytes) -> bytes:
     """A broadcast frame for every child: run the ``task`` broadcast handlers."""
-    row: JobRow = (0, task, None, 0, len(payload), False)
+    row: JobRow = (0, task, None, 0, len(payload), False, "", None)
     return pack_jobs(BROADCAST, [row], [payload])
 
 
@@ -163,9 +183,20 @@ def pack_boot_failed(error_type: str, message: str, traceback: str) -> bytes:
     return pack_outcome(("boot-failed", error_type, message, traceback))
 
 
-def pack_ok(seq: int, duration_ns: int, step: NextStep | None, value: str | None) -> bytes:
-    """Raises TypeError when ``step`` holds what JSON cannot carry."""
-    return pack_outcome(("ok", seq, duration_ns, None if step is None else tuple(step), value))
+def pack_ok(seq: int, duration_ns: int, step: NextStep | FanOut | None, value: str | None) -> bytes:
+    """Raises TypeError when ``step`` holds what JSON cannot carry. A fan-out
+    travels as a JSON object, a next step as a list."""
+    if step is None:
+        wire_step: Any = None
+    elif isinstance(step, FanOut):
+        wire_step = step._asdict()
+    else:
+        wire_step = tuple(step)
+    return pack_outcome(("ok", seq, duration_ns, wire_step, value))
+
+
+def pack_progress(seq: int, fraction: float, message: str | None) -> bytes:
+    return pack_outcome(("progress", seq, fraction, message))
 
 
 def pack_err(err: Err) -> bytes:
@@ -189,11 +220,15 @@ def parse_outcome(msg: Any) -> Outcome:
             if msg[3] is None:
                 return _new(Ok, msg[1:])
             _, seq, dur, step, value = msg
+            if isinstance(step, dict):
+                return Ok(seq, dur, FanOut(**step), value)
             return Ok(seq, dur, NextStep(*step), value)
         if tag == "err":
             return Err(*msg[1:])
         if tag == "mem":
             return Memory(int(msg[1]), bool(msg[2]))
+        if tag == "progress":
+            return Progress(*msg[1:])
         if tag == "ready":
             return Ready(msg[1])
         if tag == "boot-failed":

@@ -81,7 +81,8 @@ class Master:
         self.supervisor = Supervisor(app, config, self.sel, clock, on_outcome=self.on_outcome,
                                      on_lost=self._lost_with_child, put_back=self._put_back,
                                      on_boot_failed=self._boot_failed, fds_to_close=self._fds_to_close)
-        self.dispatcher = Dispatcher(config, self.supervisor, clock, running=self._running, queues=config.queues)
+        self.dispatcher = Dispatcher(config, self.supervisor, clock, running=self._running, queues=config.queues,
+                                     skip=self._skip_cancelled)
         self.exchange = Exchange(self.broker, self.sel, self.health, clock, self.dispatcher, self.accept,
                                  queues=self.queues, redis_timeout=config.redis_timeout,
                                  block_timeout=config.block_timeout, fast_job_threshold=config.fast_job_threshold,
@@ -308,6 +309,10 @@ class Master:
             e: ipc.Err = msg  # type: ignore[assignment]
             d = self.dispatcher.finished(child, e.seq, e.duration_ns)
             self.outcomes.failed_run(d, e.kind, e.error_type, e.message, e.traceback, e.retry_delay_ms)
+        elif t is ipc.Progress:
+            p: ipc.Progress = msg  # type: ignore[assignment]
+            if child.inflight and child.inflight[0].seq == p.seq:
+                self.outcomes.progress(child.inflight[0], p.fraction, p.message)
         elif t is ipc.Ready:
             self.supervisor.started(child)
         else:
@@ -326,7 +331,13 @@ class Master:
             log.warning("could not load the producer functions: %s", exc, extra={"event": "redis-error"})
 
     def _lost_with_child(self, d: Delivery, kind: str, etype: str, message: str) -> None:
-        self.outcomes.failed_run(d, kind, etype, message, "", None)
+        if kind == "cancelled":
+            self.outcomes.cancelled(d)
+        else:
+            self.outcomes.failed_run(d, kind, etype, message, "", None)
+
+    def _skip_cancelled(self, d: Delivery) -> None:
+        self.outcomes.cancelled(d)
 
     def _put_back(self, deliveries: list[Delivery]) -> None:
         self.dispatcher.put_back(deliveries)
@@ -383,6 +394,12 @@ class Master:
 
     def broadcast_to_children(self, frame: bytes) -> None:
         self.supervisor.broadcast(frame)
+
+    def cancel(self, job_ids: set[str]) -> None:
+        """The cancelled job ids now (P:cancels): buffered ones never start, running ones are killed."""
+        self.dispatcher.cancelled = job_ids
+        if job_ids:
+            self.supervisor.kill_cancelled(job_ids)
 
     # -- signals ---------------------------------------------------------------
     def on_signals(self) -> None:

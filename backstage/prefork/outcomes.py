@@ -16,13 +16,14 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
+from .. import groups
 from ..client import new_job_id
 from ..protocol import wire
 from ..protocol.keys import Keys
 from . import policy
 from .entries import Delivery, Rejected
 from .broker import Refused
-from .ipc import NextStep
+from .ipc import FanOut, NextStep
 
 if TYPE_CHECKING:
     from ..app import Backstage
@@ -79,20 +80,26 @@ class Outcomes:
         self.failed = 0
 
     # -- a job ran ------------------------------------------------------------------------
-    def succeeded(self, d: Delivery, step: NextStep | None, value: str | None) -> None:
+    def succeeded(self, d: Delivery, step: NextStep | FanOut | None, value: str | None) -> None:
         """The handler returned (``value``: its result as JSON, when the job keeps a status)."""
         self.processed += 1
         d.stats.processed[d.si] += 1
         if d.result_ttl is not None:
             self._status(d.si, d.id, d.job_id, d.result_ttl, b"done", b"value", value if value is not None else b"null")
+        if d.unique:
+            self._release(d.si, d.id, d.job_id)
+        if d.chord is not None:
+            self.chord_member(d, value if value is not None else "null")
         if step is None:
             if self.history:
                 self.holder.batch.ack_recorded(d.si, d.id, d.job_id or "", d.task, d.attempt,
                                                d.ran_ns // 1_000_000, wire.now_ms())
             else:
                 self.holder.batch.ack(d.si, d.id)
+        elif type(step) is FanOut:
+            self.fan_out(d, step)
         else:
-            self.next_step(d, step)
+            self.next_step(d, step)  # type: ignore[arg-type]
 
     def running(self, d: Delivery) -> None:
         """The job was handed to a child (only jobs that keep a status are told)."""
@@ -120,6 +127,59 @@ class Outcomes:
                                        origin=d)
         else:
             self.holder.batch.add_next(d.si, d.id, stream, fields, origin=d)
+
+    def chord_member(self, d: Delivery, value: str | None, reason: str = "", etype: str = "",
+                     emsg: str = "") -> None:
+        """Record a group/chord member's final outcome with its ack (``value``: its result
+        JSON, or None with the reason it failed)."""
+        assert d.chord is not None
+        chord_id, index = d.chord
+        ok = value is not None
+        self.holder.batch.chord_member(d.si, d.id, self.keys.chord(chord_id), index, ok,
+                                       value if ok else groups.failure_json(index, reason, etype, emsg))
+
+    def fan_out(self, d: Delivery, g: FanOut) -> None:
+        """Ack ``d`` and write the group or chord it returned, in one operation."""
+        now = wire.now_ms()
+        gid = g.group_id or new_job_id()
+        wf = d.workflow_id or d.job_id
+        members: list[tuple[str, dict[str, str | bytes]]] = []
+        ids: list[str] = []
+        for i, (task, payload_json, queue) in enumerate(g.members):
+            jid = new_job_id()
+            ids.append(jid)
+            fields = worker_entry(self.app, task, payload_json, jid, now)
+            fields["chordId"] = gid
+            fields["chordIndex"] = str(i)
+            if wf:
+                fields["workflowId"] = wf
+            members.append((self.keys.stream(self._queue_of(task, queue)), fields))
+        cb_fields: list[Any] | None = None
+        cb_stream = cb_dlq = ""
+        cb_payload = b"null"
+        rk, rttl = "", 0
+        if g.callback is not None:
+            task, cb_payload_json, queue = g.callback
+            q = self._queue_of(task, queue)
+            f = worker_entry(self.app, task, b"null", gid, now)
+            del f["payload"]
+            if wf:
+                f["workflowId"] = wf
+            cb_fields = [x for kv in f.items() for x in kv]
+            cb_payload = cb_payload_json.encode() if isinstance(cb_payload_json, str) else cb_payload_json
+            cb_stream, cb_dlq = self.keys.stream(q), self.keys.dead_letter(q)
+            t = self.app.tasks.get(task)
+            if t is not None and t.result_ttl:
+                rk, rttl = self.keys.result(gid), math.ceil(t.result_ttl * 1000)
+        head = groups.header(g.ttl_ms, len(members), g.on_failure, cb_fields, cb_payload, cb_stream, cb_dlq, gid, ids,
+                             rk, rttl)
+        if self.history:
+            self._record(d.si, d.id, d.job_id, d.task, b"ok", d.attempt, d.ran_ns)
+        self.holder.batch.fan_out(d.si, d.id, self.keys.chord(gid), head, members)
+
+    def _queue_of(self, task: str, queue: str | None) -> str:
+        t = self.app.tasks.get(task)
+        return queue or (t.queue if t is not None and t.queue else "default")
 
     def failed_run(self, d: Delivery, kind: str, etype: str, emsg: str, tb: str, retry_ms: int | None) -> None:
         """The execution failed (``kind``: see :func:`policy.decide`): retry it or dead-letter it.
@@ -154,8 +214,35 @@ class Outcomes:
             log.error("job %s (%s) dead-lettered (%s) after attempt %d: %s: %s", d.id.decode(), d.task,
                       decision.reason, d.attempt, etype, emsg, extra=extra)
             d.stats.dead[d.si] += 1
+            if d.unique:
+                self._release(d.si, d.id, d.job_id)
+            if d.chord is not None:
+                self.chord_member(d, None, decision.reason, etype, emsg)
             self._dead(d.si, d.id, d.fields, decision.reason, etype, emsg, d.attempt, tb, d.job_id, d.result_ttl,
                        d.task, d.ran_ns, origin=d)
+
+    def progress(self, d: Delivery, fraction: float, message: str | None) -> None:
+        """A running job reported progress (coalesced by its child): into its status hash."""
+        if d.result_ttl is not None and d.job_id:
+            self.holder.batch.status(d.si, d.id, self.keys.result(d.job_id), d.result_ttl, (
+                b"progress", repr(float(fraction)), b"progressMessage", message or "",
+                b"progressAt", b"%d" % wire.now_ms()))
+
+    def cancelled(self, d: Delivery) -> None:
+        """The job was cancelled (never started, or its child was killed): ack it, never retried."""
+        log.info("job %s (%s) cancelled", d.log_id, d.task,
+                 extra={"event": "cancel", "job_id": d.log_id, "task": d.task, "queue": self.queues[d.si]})
+        if d.result_ttl is not None:
+            self._status(d.si, d.id, d.job_id, d.result_ttl, b"cancelled")
+        if d.chord is not None:
+            self.chord_member(d, None, "cancelled", "Cancelled", "job cancelled")
+        if d.job_id:
+            if d.unique:
+                self._release(d.si, d.id, d.job_id)
+            self.holder.batch.honoured(d.si, d.id, self.keys.cancel(d.job_id), self.keys.cancels, d.job_id)
+        if self.history:
+            self._record(d.si, d.id, d.job_id, d.task, b"cancelled", d.attempt, d.ran_ns)
+        self.holder.batch.ack(d.si, d.id)
 
     # -- a job did not run ------------------------------------------------------------------
     def rejected(self, si: int, entry_id: bytes, r: Rejected) -> None:
@@ -184,8 +271,24 @@ class Outcomes:
         self.stats_of(r.task).dead[si] += 1
         log.error("entry %s of %s dead-lettered (%s): %s", entry_id.decode(), queue, r.reason, r.message,
                   extra={"event": "dead-letter", "task": r.task, "queue": queue})
+        if r.fields.get(b"unique") == b"1":
+            self._release(si, entry_id, r.job_id)
+        self._rejected_member(si, entry_id, r)
         self._dead(si, entry_id, r.fields, r.reason, r.error_type, r.message, 1, "", r.job_id, r.result_ttl, r.task, 0,
                    origin=r)
+
+    def _rejected_member(self, si: int, entry_id: bytes, r: Rejected) -> None:
+        """A group/chord member refused at decode still counts (as failed): its chord must end."""
+        raw, idx = r.fields.get(b"chordId"), r.fields.get(b"chordIndex")
+        if raw is None or idx is None or not idx.isdigit():
+            return
+        try:
+            chord_id = raw.decode()
+        except UnicodeDecodeError:
+            return
+        index = int(idx)
+        self.holder.batch.chord_member(si, entry_id, self.keys.chord(chord_id), index, False,
+                                       groups.failure_json(index, r.reason, r.error_type, r.message))
 
     def hand_back(self, d: Delivery) -> None:
         """Not run to the end (stopping: never started, or killed by a forced stop or the end
@@ -212,6 +315,10 @@ class Outcomes:
                 continue
             if r.op in (b"h", b"k"):
                 log.warning("%s: history record not written: Redis refused it: %s", where, r.error, extra=extra)
+                continue
+            if r.op in (b"u", b"n", b"c", b"g"):  # workflow bookkeeping: the job's own outcome was committed
+                log.error("%s: Redis refused its %s: %s", where, _WHAT.get(r.op, "workflow write"), r.error,
+                          extra=extra)
                 continue
             d = batch.origin(r.si, r.entry_id)
             if r.op != b"d" and isinstance(d, Delivery):
@@ -244,6 +351,11 @@ class Outcomes:
         )
         self.holder.batch.dead(si, entry_id, self.dead_letters[si], self.dlq_maxlen, dl, origin=origin)
 
+    def _release(self, si: int, entry_id: bytes, job_id: str | None) -> None:
+        """Free a unique job's id, in the same settle call as its final ack."""
+        if job_id:
+            self.holder.batch.release(si, entry_id, self.keys.unique(job_id))
+
     def _status(self, si: int, entry_id: bytes, job_id: str | None, ttl_ms: int, status: bytes, *extra: Any) -> None:
         if job_id:
             self.holder.batch.status(si, entry_id, self.keys.result(job_id), ttl_ms,
@@ -260,7 +372,9 @@ class Outcomes:
 
 
 _WHAT = {b"x": "next step", b"z": "scheduled retry or next step", b"r": "hand-back", b"d": "dead letter",
-         b"s": "status write", b"h": "history record", b"k": "history record"}
+         b"s": "status write", b"h": "history record", b"k": "history record",
+         b"u": "unique id release", b"n": "cancel removal", b"c": "group/chord member record",
+         b"g": "group/chord write"}
 
 
 def _shown(fields: dict[bytes, bytes], limit: int = 2000) -> str:

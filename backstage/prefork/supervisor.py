@@ -313,11 +313,14 @@ class Supervisor:
             head = child.inflight.popleft()
             if child.killed and child.killed.startswith("timeout"):
                 kind, msg = "timeout", f"job ran longer than its {head.timeout:g}s time limit; its child was killed"
+            elif child.killed and child.killed.startswith("cancel"):
+                kind, msg = "cancelled", "job cancelled while running; its child was killed"
             else:
                 kind = "worker-lost"
                 msg = f"child {child.index} (pid {child.pid}) died: {_describe_exit(code)}"
             if not self.forced:
-                self.on_lost(head, kind, "WorkerLost" if kind == "worker-lost" else "TimeLimitExceeded", msg)
+                etype = {"worker-lost": "WorkerLost", "timeout": "TimeLimitExceeded"}.get(kind, "Cancelled")
+                self.on_lost(head, kind, etype, msg)
             # the rest of its batch never started: run them elsewhere
             self.put_back(list(child.inflight))
             child.inflight.clear()
@@ -336,6 +339,17 @@ class Supervisor:
         else:
             log.info("child %d (pid %d) replaced: %s", child.index, child.pid, why,
                      extra={"event": "child-replaced"})
+
+    def kill_cancelled(self, cancelled: set[str]) -> None:
+        """Kill children running a cancelled job (as for a time limit); one queued
+        behind another in a child is killed when it starts running."""
+        for c in self.children:
+            if c.inflight and c.killed is None:
+                head = c.inflight[0]
+                if head.job_id in cancelled:
+                    log.info("job %s (%s) cancelled: killing child %d", head.log_id, head.task, c.index,
+                             extra={"event": "cancel", "job_id": head.log_id, "task": head.task})
+                    self.kill(c, f"cancel of job {head.log_id}")
 
     def kill_overdue(self, now: float) -> None:
         """Kill children whose job passed its time limit; let retiring idle ones go."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError, InvalidJobError
 
-__all__ = ["Keys", "PRIORITIES", "RESERVED", "validate_queue", "DEFAULT_PREFIX", "DEFAULT_GROUP"]
+__all__ = ["Keys", "PRIORITIES", "RESERVED", "validate_queue", "validate_job_id", "DEFAULT_PREFIX", "DEFAULT_GROUP"]
 
 DEFAULT_PREFIX = "backstage"
 DEFAULT_GROUP = "backstage-workers"
@@ -21,9 +21,12 @@ PRIORITIES: tuple[str, ...] = ("urgent", "default", "low")
 
 #: Words that cannot name a queue: they are other key families under the prefix.
 RESERVED: frozenset[str] = frozenset({"scheduled", "dedupe", "broadcast", "workers", "cron", "result", "history",
-                                     "control"})
+                                      "control", "unique", "cancel", "cancels", "chord"})
 
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
+#: Job (and chord) ids chosen by producers: no spaces, quotes or backslashes, so an id
+#: is safe inside a key and inside the JSON the Lua scripts assemble.
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9_.:@+=/-]{1,200}\Z")
 
 
 def validate_queue(name: object) -> str:
@@ -37,6 +40,15 @@ def validate_queue(name: object) -> str:
             f"invalid queue name {name!r}: it is reserved ({', '.join(sorted(RESERVED))})"
         )
     return name
+
+
+def validate_job_id(job_id: object, what: str = "job_id") -> str:
+    """Return ``job_id`` if producers may choose it, else raise InvalidJobError naming ``what``."""
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
+        raise InvalidJobError(
+            f"{what}={job_id!r}: use 1-200 letters, digits or any of _ . : @ + = / - (no spaces or quotes)"
+        )
+    return job_id
 
 
 @dataclass(frozen=True)
@@ -143,3 +155,20 @@ class Keys:
     def history(self) -> str:
         """Capped stream of finished jobs, one record per settled attempt (ours, opt-in)."""
         return f"{self.prefix}:history"
+
+    def unique(self, job_id: str) -> str:
+        """Marker of a ``unique=True`` job still queued or running (ours; released at its settle)."""
+        return f"{self.prefix}:unique:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel marker of one job (ours; expires after the cancel TTL)."""
+        return f"{self.prefix}:cancel:{job_id}"
+
+    @property
+    def cancels(self) -> str:
+        """Sorted set of cancelled job ids -> expiry ms, read by every master (ours)."""
+        return f"{self.prefix}:cancels"
+
+    def chord(self, chord_id: str) -> str:
+        """State of one group or chord: counters, callback, results (ours)."""
+        return f"{self.prefix}:chord:{chord_id}"

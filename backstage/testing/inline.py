@@ -27,7 +27,9 @@ import orjson
 from ..client import Job
 from ..errors import InvalidJobError, Reject, Retry
 from ..prefork import policy
-from ..prefork.child import JobContext, _current, _next_step
+from ..context import JobContext, _current
+from ..prefork import ipc
+from ..prefork.child import _next_step
 from ..prefork.config import WorkerConfig
 from ..protocol.keys import PRIORITIES, validate_queue
 from ..protocol.wire import Backoff, encode_payload
@@ -90,6 +92,10 @@ class InlineRun:
         self._dedupe: set[str] = set()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # pending chords: (id, members, callback [task, payload, options] or None, on_failure, parent id)
+        self._chords: list[tuple[str, list[InlineJob], list[Any] | None, str, str | None]] = []
+        #: group_status() of every group or chord that ended, by id
+        self.groups: dict[str, dict[str, Any]] = {}
 
     @property
     def dead(self) -> list[InlineJob]:
@@ -151,6 +157,8 @@ class InlineRun:
         try:
             while self._queue:
                 self._run(self._queue.pop(0))
+                if self._chords:
+                    self._settle_chords()
         finally:
             self._running = False
 
@@ -193,13 +201,65 @@ class InlineRun:
                 _current.reset(token)
             job.attempts.append(Attempt(number, "ok"))
             job.status = "done"
-            if step is not None:
-                task_name, delay_ms, payload_json, queue = step[:4]
+            if isinstance(step, ipc.FanOut):
+                self._fan_out(job, step)
+            elif step is not None:
+                task_name, delay_ms, payload_json, queue = step.task, step.delay_ms, step.payload_json, step.queue
                 self._make(task_name, orjson.loads(payload_json), {"queue": queue} if queue else {},
                            parent=job.id, delay=delay_ms / 1000.0)
             else:
                 job.result = value
             return
+
+    # -- groups and chords: members run inline, the callback once they all ended --------------
+    def enqueue_group(self, jobs: Iterable[Job | tuple[str, Any]], callback: Job | tuple[str, Any] | None,
+                      options: dict[str, Any]) -> str:
+        gid = options.get("group_id") or f"inline-group-{next(self._ids)}"
+        defaults = {k: v for k, v in options.items() if k in _OPTIONS}
+        members = [self._make(*_job_args(j, defaults)) for j in list(jobs)]
+        if not members:
+            raise InvalidJobError("enqueue_group: give at least one member")
+        cb = None
+        if callback is not None:
+            cb = list(_job_args(callback, {}))
+        self._chords.append((gid, [m for m in members if m is not None], cb, options.get("on_failure", "callback"),
+                             None))
+        self._run_all()
+        return gid
+
+    def _fan_out(self, parent: InlineJob, g: ipc.FanOut) -> None:
+        members = [self._make(t, orjson.loads(pj), {"queue": q} if q else {}, parent=parent.id)
+                   for t, pj, q in g.members]
+        cb = None
+        if g.callback is not None:
+            t, pj, q = g.callback
+            cb = [t, orjson.loads(pj), {"queue": q} if q else {}]
+        gid = g.group_id or f"inline-group-{next(self._ids)}"
+        self._chords.append((gid, [m for m in members if m is not None], cb, g.on_failure, parent.id))
+
+    def _settle_chords(self) -> None:
+        """Enqueue the callback of every chord whose members all ended (as the last member's settle does)."""
+        for entry in list(self._chords):
+            gid, members, cb, policy_, parent = entry
+            if any(m.status not in ("done", "dead") for m in members):
+                continue
+            self._chords.remove(entry)
+            self.groups[gid] = {"id": gid, "state": "failed" if any(m.status == "dead" for m in members) else "done",
+                                "total": len(members), "done": sum(m.status == "done" for m in members),
+                                "failed": sum(m.status == "dead" for m in members), "pending": 0}
+            if cb is None:
+                continue
+            results = [orjson.loads(orjson.dumps(m.result)) if m.status == "done" else None for m in members]
+            failures = [{"index": i, "reason": m.reason or "failed",
+                         "errorType": (m.attempts[-1].error_type or "") if m.attempts else "",
+                         "errorMessage": (m.attempts[-1].error_message or "") if m.attempts else ""}
+                        for i, m in enumerate(members) if m.status == "dead"]
+            task, payload, opts = cb
+            made = self._make(task, {"chord": gid, "payload": payload, "results": results, "failures": failures},
+                              opts, parent=parent)
+            if made is not None and failures and policy_ == "dead-letter":
+                self._queue.remove(made)  # dead-lettered, never run
+                made.status, made.reason = "dead", "failed"
 
     def _call(self, t: Any, value: Any) -> Any:
         if not t.is_async:
@@ -270,6 +330,16 @@ class Capture:
 
     def enqueue_many(self, jobs: Iterable[Job | tuple[str, Any]], defaults: dict[str, Any]) -> list[str | None]:
         return [self.enqueue(*_job_args(j, defaults)) for j in list(jobs)]
+
+    def enqueue_group(self, jobs: Iterable[Job | tuple[str, Any]], callback: Job | tuple[str, Any] | None,
+                      options: dict[str, Any]) -> str:
+        """Members (and a chord's callback) recorded as captured jobs, in order."""
+        defaults = {k: v for k, v in options.items() if k in _OPTIONS}
+        for j in list(jobs):
+            self.enqueue(*_job_args(j, defaults))
+        if callback is not None:
+            self.enqueue(*_job_args(callback, {}))
+        return f"captured-group-{next(self._ids)}"
 
 
 def _job_args(job: Job | tuple[str, Any], defaults: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
