@@ -1,7 +1,7 @@
 """``backstage`` (also ``python -m backstage``): the operator's command line.
 
-Commands: ``enqueue``, ``inspect``, ``workers``, ``job``, ``control``, ``dlq``, ``jobs``, ``dashboard``,
-``functions`` and ``acl``. Every command
+Commands: ``enqueue``, ``cancel``, ``group``, ``inspect``, ``workers``, ``job``, ``control``, ``dlq``, ``jobs``,
+``dashboard``, ``functions`` and ``acl``. Every command
 that talks to Redis takes ``--redis-url/--prefix/--group`` and ``--tls-ca/--tls-cert/--tls-key``
 (with BACKSTAGE_* environment fallbacks) and ``--json``. Errors are one line on stderr and a
 non-zero exit code.
@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--attempts", type=int)
     e.add_argument("--timeout", type=float, help="time limit in seconds")
     _common(e)
+
+    x = sub.add_parser("cancel", help="cancel a job, group or chord (honoured later if no worker runs)")
+    x.add_argument("id", metavar="ID", help="the job id (or group/chord id)")
+    x.add_argument("--ttl", type=float, default=86400.0, help="seconds the cancel waits to be carried out "
+                                                              "(default 86400)")
+    _common(x)
+
+    g = sub.add_parser("group", help="done/failed/pending counts of a group or chord")
+    g.add_argument("id", metavar="ID")
+    _common(g)
 
     w = sub.add_parser("workers", help="live backstage-prefork masters (from their heartbeats)")
     w.add_argument("--jobs", action="store_true",
@@ -141,6 +151,32 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         print(orjson.dumps({"job_id": job_id, "deduplicated": job_id is None}).decode())
     else:
         print(job_id if job_id is not None else "deduplicated: a job with this dedupe key is already enqueued")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    url, prefix, _ = _settings(args)
+    with Client(url, prefix=prefix) as client:
+        out = client.cancel(args.id, ttl=args.ttl)
+    if args.json:
+        print(orjson.dumps({"id": args.id, **out}).decode())
+    else:
+        extra = f" and {out['members']} pending member(s)" if out["members"] else ""
+        print(f"cancelled {args.id}{extra} (status was {out['status'] or 'not kept'})")
+    return 0
+
+
+def cmd_group(args: argparse.Namespace) -> int:
+    url, prefix, _ = _settings(args)
+    with Client(url, prefix=prefix) as client:
+        st = client.group_status(args.id)
+    if st is None:
+        raise BackstageError(f"no group or chord {args.id!r} (unknown, or its state expired)")
+    if args.json:
+        print(orjson.dumps(st).decode())
+    else:
+        print(f"{st['id']}: {st['state']}  total {st['total']}  done {st['done']}  failed {st['failed']}  "
+              f"pending {st['pending']}")
     return 0
 
 
@@ -280,9 +316,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"enqueue": cmd_enqueue, "inspect": cmd_inspect, "workers": cmd_workers, "control": cmd_control,
-                "dlq": cmd_dlq, "acl": acl.run, "jobs": cmd_jobs, "dashboard": cmd_dashboard, "job": cmd_job,
-                "functions": cmd_functions}
+    commands = {"enqueue": cmd_enqueue, "cancel": cmd_cancel, "group": cmd_group, "inspect": cmd_inspect,
+                "workers": cmd_workers, "control": cmd_control, "dlq": cmd_dlq, "acl": acl.run, "jobs": cmd_jobs,
+                "dashboard": cmd_dashboard, "job": cmd_job, "functions": cmd_functions}
     try:
         return commands[args.command](args)
     except BackstageError as exc:
