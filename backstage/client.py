@@ -24,7 +24,7 @@ import redis
 
 from .ops import control as control_, presence
 from .connections import redis_conn, resp
-from . import groups, results, tracing
+from . import cancels, groups, results, tracing
 from .protocol import scripts
 from .connections.cluster import SlotMoved
 from .errors import BrokerError, ConfigError, InvalidJobError, PayloadError
@@ -35,8 +35,7 @@ from .protocol.wire import (DEFAULT_MAX_PAYLOAD_BYTES, Backoff, encode_entry, en
 __all__ = ["Client", "AsyncClient", "Job", "TaskDefaults", "Priority"]
 
 DEFAULT_DEDUPE_TTL = 3600.0
-#: Seconds a cancel waits in Redis to be carried out (a worker may be down meanwhile).
-DEFAULT_CANCEL_TTL = 86400.0
+DEFAULT_CANCEL_TTL = cancels.DEFAULT_TTL
 #: How long a ``unique=True`` marker may outlive a job that never settles (a lost
 #: worker's job is reclaimed and settled long before): the bound on a stuck id.
 UNIQUE_TTL_MS = 7 * 86400 * 1000
@@ -188,6 +187,7 @@ class _Producer:
         self._enqueue_fn = scripts.producer_library().functions["enqueue"].encode()
         self._functions = False  # Redis 7+: FCALL our function library; 6.2: EVALSHA (set by _ready)
         self._scheduled_b = self.keys.scheduled.encode()
+        self._scripts: Any = None  # group.lua and cancel.lua, registered on first use
 
     # -- argument checking -------------------------------------------------
     def _resolve(
@@ -447,74 +447,17 @@ class _Producer:
     def _group_args(self, jobs: Iterable[Job | tuple[str, Any]], callback: Job | tuple[str, Any] | None,
                     on_failure: str, group_id: str | None, ttl: float,
                     defaults: dict[str, Any]) -> tuple[list[Any], list[Any], str]:
-        """(keys, args, id) of group.lua for a group (``callback`` None) or a chord."""
-        opts = _many_opts(defaults)
-        what = "enqueue_chord" if callback is not None else "enqueue_group"
-        if opts["delay"] is not None or opts["at"] is not None:
-            raise InvalidJobError(f"{what}: members run at once: no delay= or at=")
-        ttl_ms = groups.check_ttl(ttl)
-        policy = groups.check_policy(on_failure)
-        gid = new_job_id() if group_id is None else validate_job_id(group_id, "group_id")
-        now = now_ms()
-        now_b = b"%d" % now
-        keys: list[Any] = [self.keys.chord(gid)]
-        index: dict[str, int] = {}
-        by_task: dict[str, _Opts] = {}
-        args: list[Any] = []
-        ids: list[str] = []
-        for i, job in enumerate(jobs):
-            if isinstance(job, Job):
-                if job.delay is not None or job.at is not None or job.dedupe_key is not None or job.unique:
-                    raise InvalidJobError(f"{what}: member {i} ({job.task!r}): no delay, at, dedupe_key or unique "
-                                          "for group members")
-                o = self._resolve(job.task, job.priority, job.queue, None, None, None, None, job.attempts,
-                                  job.backoff, job.timeout, job.result_ttl)
-                payload = job.payload
-                jid = new_job_id() if job.job_id is None else validate_job_id(job.job_id)
-            elif isinstance(job, tuple) and len(job) == 2 and isinstance(job[0], str):
-                o2 = by_task.get(job[0])
-                if o2 is None:
-                    o2 = by_task[job[0]] = self._resolve(job[0], dedupe_key=None, dedupe_ttl=None, **opts)
-                o, payload, jid = o2, job[1], new_job_id()
-            else:
-                raise InvalidJobError(f"{what}: expected Job(...) or (task, payload) items, got {job!r:.80}")
-            fields = [b"taskName", o.task_b, b"payload", encode_payload(o.task, payload), b"enqueuedAt", now_b,
-                      *o.extra, b"jobId", jid, b"chordId", gid, b"chordIndex", b"%d" % i]
-            si = index.get(o.stream)
-            if si is None:
-                keys.append(o.stream)
-                si = index[o.stream] = len(keys)
-            args += (si, len(fields), *fields)
-            ids.append(jid)
-        if not ids:
-            raise InvalidJobError(f"{what}: give at least one member")
-        cb_fields: list[Any] | None = None
-        cb_payload, cb_stream, cb_dlq, rk, rttl = b"null", "", "", "", 0
-        if callback is not None:
-            if isinstance(callback, Job):
-                o = self._resolve(callback.task, callback.priority, callback.queue, None, None, None, None,
-                                  callback.attempts, callback.backoff, callback.timeout, callback.result_ttl)
-                cb_value = callback.payload
-            elif isinstance(callback, tuple) and len(callback) == 2:
-                o = self._resolve(callback[0], None, None, None, None, None, None, None, None, None, None)
-                cb_value = callback[1]
-            else:
-                raise InvalidJobError(f"enqueue_chord: callback={callback!r:.80}: expected (task, payload) or Job(...)")
-            cb_payload = encode_payload(o.task, cb_value)
-            cb_fields = [b"taskName", o.task_b, b"enqueuedAt", now_b, *o.extra, b"jobId", gid.encode()]
-            cb_stream, cb_dlq = o.stream, self.keys.dead_letter(o.queue)
-            if o.result_ttl_ms is not None:
-                rk, rttl = self.keys.result(gid), o.result_ttl_ms
-        head = groups.header(ttl_ms, len(ids), policy, cb_fields, cb_payload, cb_stream, cb_dlq, gid, ids, rk, rttl)
-        return keys, [now, *head, *args], gid
+        return groups.group_args(self, jobs, callback, on_failure, group_id, ttl, _many_opts(defaults))
 
     def _cancel_args(self, job_id: str, ttl: float) -> tuple[list[Any], list[Any]]:
-        if not isinstance(job_id, str) or not job_id:
-            raise InvalidJobError(f"cancel: job_id={job_id!r}: expected a non-empty string")
-        ttl_ms = _seconds_to_ms("ttl", ttl, positive=True)
-        k = self.keys
-        return ([k.cancel(job_id), k.cancels, k.result(job_id), k.chord(job_id)],
-                [now_ms(), ttl_ms, job_id, k.cancel(""), k.result("")])
+        return cancels.cancel_args(self.keys, job_id, _seconds_to_ms("ttl", ttl, positive=True))
+
+    def _registered(self) -> Any:
+        """(group.lua, cancel.lua) as redis-py scripts (EVALSHA, NOSCRIPT handled), made on first use."""
+        if self._scripts is None:
+            self._scripts = (self.redis.register_script(scripts.source("group")),  # type: ignore[attr-defined]
+                             self.redis.register_script(scripts.source("cancel")))  # type: ignore[attr-defined]
+        return self._scripts
 
     def _group_refused(self, gid: str) -> BrokerError:
         return BrokerError(f"a group or chord with id {gid!r} exists already (ids must be unique while its "
@@ -563,7 +506,6 @@ class Client(_Producer):
         self._pinned: Any = None
         self._pinned_pid = -1
         self._pinned_lock = threading.Lock()
-        self._scripts: Any = None
 
     def _ready(self) -> None:
         if not self._version_checked:
@@ -752,10 +694,7 @@ class Client(_Producer):
     def _group_script(self, keys: list[Any], args: list[Any]) -> bool:
         self._ready()
         with redis_conn.translate_errors(self.where):
-            if self._scripts is None:
-                self._scripts = (self.redis.register_script(scripts.source("group")),
-                                 self.redis.register_script(scripts.source("cancel")))
-            return bool(self._scripts[0](keys=keys, args=args))
+            return bool(self._registered()[0](keys=keys, args=args))
 
     def group_status(self, group_id: str) -> dict[str, Any] | None:
         """``{"id", "state", "total", "done", "failed", "pending"}`` of a group or chord
@@ -776,12 +715,7 @@ class Client(_Producer):
         keys, args = self._cancel_args(job_id, ttl)
         self._ready()
         with redis_conn.translate_errors(self.where):
-            if self._scripts is None:
-                self._scripts = (self.redis.register_script(scripts.source("group")),
-                                 self.redis.register_script(scripts.source("cancel")))
-            before, members = self._scripts[1](keys=keys, args=args)
-        st = before.decode() if isinstance(before, bytes) else before
-        return {"status": st or None, "members": int(members)}
+            return cancels.answer(self._registered()[1](keys=keys, args=args))
 
     # -- status and results ---------------------------------------------------------
     @overload
@@ -893,7 +827,6 @@ class AsyncClient(_Producer):
         self.redis = redis if redis is not None else redis_conn.async_client(redis_conn.resolve_url(redis_url), tls=tls,
                                                                                slot_key=self.keys.prefix)
         self.where = redis_conn.endpoint(self.redis)
-        self._scripts: Any = None
 
     async def _ready(self) -> None:
         if not self._version_checked:
@@ -1015,10 +948,7 @@ class AsyncClient(_Producer):
     async def _script(self, which: int, keys: list[Any], args: list[Any]) -> Any:
         await self._ready()
         with redis_conn.translate_errors(self.where):
-            if self._scripts is None:
-                self._scripts = (self.redis.register_script(scripts.source("group")),
-                                 self.redis.register_script(scripts.source("cancel")))
-            return await self._scripts[which](keys=keys, args=args)
+            return await self._registered()[which](keys=keys, args=args)
 
     async def group_status(self, group_id: str) -> dict[str, Any] | None:
         """See :meth:`Client.group_status`."""
@@ -1029,9 +959,7 @@ class AsyncClient(_Producer):
     async def cancel(self, job_id: str, *, ttl: float = DEFAULT_CANCEL_TTL) -> dict[str, Any]:
         """See :meth:`Client.cancel`."""
         keys, args = self._cancel_args(job_id, ttl)
-        before, members = await self._script(1, keys, args)
-        st = before.decode() if isinstance(before, bytes) else before
-        return {"status": st or None, "members": int(members)}
+        return cancels.answer(await self._script(1, keys, args))
 
     async def status(self, job_id: str, detail: bool = False) -> Any:
         """See :meth:`Client.status`."""

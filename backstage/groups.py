@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import orjson
 
 from .errors import InvalidJobError
 from .protocol.keys import validate_job_id, validate_queue
+from .protocol.wire import encode_payload, now_ms
+
+if TYPE_CHECKING:
+    from .client import Job, _Producer
 
 __all__ = ["Group", "Chord", "POLICIES", "DEFAULT_TTL", "group_status"]
 
@@ -135,3 +139,71 @@ def group_status(raw: Mapping[Any, Any]) -> dict[str, Any] | None:
     total, left, failed = int(get("total") or 0), int(get("left") or 0), int(get("failed") or 0)
     return {"id": get("id"), "state": get("state"), "total": total, "done": total - left - failed,
             "failed": failed, "pending": left}
+
+
+def group_args(producer: "_Producer", jobs: Iterable["Job | tuple[str, Any]"], callback: "Job | tuple[str, Any] | None",
+               on_failure: str, group_id: str | None, ttl: float,
+               opts: dict[str, Any]) -> tuple[list[Any], list[Any], str]:
+    """(keys, args, id) of group.lua for a group (``callback`` None) or a chord;
+    every member checked and serialized before anything is sent."""
+    from .client import Job, _Opts, new_job_id
+
+    what = "enqueue_chord" if callback is not None else "enqueue_group"
+    if opts["delay"] is not None or opts["at"] is not None:
+        raise InvalidJobError(f"{what}: members run at once: no delay= or at=")
+    ttl_ms = check_ttl(ttl)
+    policy = check_policy(on_failure)
+    gid = new_job_id() if group_id is None else validate_job_id(group_id, "group_id")
+    now = now_ms()
+    now_b = b"%d" % now
+    keys: list[Any] = [producer.keys.chord(gid)]
+    index: dict[str, int] = {}
+    by_task: dict[str, _Opts] = {}
+    args: list[Any] = []
+    ids: list[str] = []
+    for i, job in enumerate(jobs):
+        if isinstance(job, Job):
+            if job.delay is not None or job.at is not None or job.dedupe_key is not None or job.unique:
+                raise InvalidJobError(f"{what}: member {i} ({job.task!r}): no delay, at, dedupe_key or unique "
+                                      "for group members")
+            o = producer._resolve(job.task, job.priority, job.queue, None, None, None, None, job.attempts,
+                                  job.backoff, job.timeout, job.result_ttl)
+            payload = job.payload
+            jid = new_job_id() if job.job_id is None else validate_job_id(job.job_id)
+        elif isinstance(job, tuple) and len(job) == 2 and isinstance(job[0], str):
+            o2 = by_task.get(job[0])
+            if o2 is None:
+                o2 = by_task[job[0]] = producer._resolve(job[0], dedupe_key=None, dedupe_ttl=None, **opts)
+            o, payload, jid = o2, job[1], new_job_id()
+        else:
+            raise InvalidJobError(f"{what}: expected Job(...) or (task, payload) items, got {job!r:.80}")
+        fields = [b"taskName", o.task_b, b"payload", encode_payload(o.task, payload), b"enqueuedAt", now_b,
+                  *o.extra, b"jobId", jid, b"chordId", gid, b"chordIndex", b"%d" % i]
+        si = index.get(o.stream)
+        if si is None:
+            keys.append(o.stream)
+            si = index[o.stream] = len(keys)
+        args += (si, len(fields), *fields)
+        ids.append(jid)
+    if not ids:
+        raise InvalidJobError(f"{what}: give at least one member")
+    cb_fields: list[Any] | None = None
+    cb_payload, cb_stream, cb_dlq, rk, rttl = b"null", "", "", "", 0
+    if callback is not None:
+        if isinstance(callback, Job):
+            o = producer._resolve(callback.task, callback.priority, callback.queue, None, None, None, None,
+                                  callback.attempts, callback.backoff, callback.timeout, callback.result_ttl)
+            cb_value = callback.payload
+        elif isinstance(callback, tuple) and len(callback) == 2:
+            o = producer._resolve(callback[0], None, None, None, None, None, None, None, None, None, None)
+            cb_value = callback[1]
+        else:
+            raise InvalidJobError(f"enqueue_chord: callback={callback!r:.80}: expected (task, payload) or Job(...)")
+        cb_payload = encode_payload(o.task, cb_value)
+        cb_fields = [b"taskName", o.task_b, b"enqueuedAt", now_b, *o.extra, b"jobId", gid.encode()]
+        cb_stream, cb_dlq = o.stream, producer.keys.dead_letter(o.queue)
+        if o.result_ttl_ms is not None:
+            rk, rttl = producer.keys.result(gid), o.result_ttl_ms
+    head = header(ttl_ms, len(ids), policy, cb_fields, cb_payload, cb_stream, cb_dlq, gid, ids, rk, rttl)
+    return keys, [now, *head, *args], gid
+

@@ -468,7 +468,7 @@ def test_exported_callables_have_docstrings() -> None:
             assert inspect.getdoc(obj), f"backstage.{name} has no docstring"
 
 
-@pytest.mark.parametrize("module", ["ops.acl", "app", "client", "context", "groups", "results", "errors", "protocol.keys", "connections.redis_conn", "connections.resp",
+@pytest.mark.parametrize("module", ["ops.acl", "app", "client", "context", "groups", "cancels", "results", "errors", "protocol.keys", "connections.redis_conn", "connections.resp",
                                     "protocol.scripts", "protocol.wire"])
 def test_submodule_all_names_exist(module: str) -> None:
     mod = importlib.import_module(f"backstage.{module}")
