@@ -152,3 +152,37 @@ def test_chord_of_1000_survives_sigkilled_children_and_a_master(client, r, keys,
     assert len(ledger(r, keys, "merge")) == 1  # enqueued exactly once
     assert kills[0] >= 1 and at_kill["pending"] > 0
     print("children killed:", kills[0], "reclaimed:", b.log().count("reclaim") + c.log().count("reclaim"))
+
+
+def test_groups_and_chords_in_inline_mode() -> None:
+    from backstage import Backstage
+
+    app = Backstage()
+
+    @app.task("double")
+    def double(p: dict) -> int:
+        return p["n"] * 2
+
+    @app.task("boom")
+    def boom(p: object) -> None:
+        raise ValueError("no")
+
+    @app.task("merge")
+    def merge(p: dict) -> dict:
+        return {"results": p["results"], "failures": [f["index"] for f in p["failures"]]}
+
+    @app.task("fan")
+    def fan(p: dict) -> Chord:
+        return Chord([("double", {"n": i}) for i in range(p["n"])] + [("boom", None)], callback=("merge", None))
+
+    with app.testing.inline() as run:
+        cid = app.enqueue_chord([("double", {"n": 1}), ("double", {"n": 2})], callback=("merge", {}))
+        app.enqueue("fan", {"n": 2})
+        app.enqueue_group([("double", {"n": 5})], group_id="g")
+    merges = run.by_task("merge")
+    assert [m.result for m in merges] == [{"results": [2, 4], "failures": []},
+                                          {"results": [0, 2, None], "failures": [2]}]
+    assert merges[0].payload["chord"] == cid and run.groups["g"]["done"] == 1
+    with app.testing.capture() as cap:
+        app.enqueue_chord([("double", {"n": 1})], callback=("merge", {}))
+    assert cap.tasks() == ["double", "merge"]

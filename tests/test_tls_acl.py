@@ -25,7 +25,7 @@ import psutil
 import pytest
 import redis
 
-from backstage import AsyncClient, Backstage, BrokerError, Client, ConfigError, RedisUnavailable, TlsSettings
+from backstage import AsyncClient, Backstage, BrokerError, Client, ConfigError, Job, RedisUnavailable, TlsSettings
 from backstage.ops import acl
 from backstage.connections import redis_conn
 from backstage.protocol.keys import Keys
@@ -330,3 +330,39 @@ def test_cli_errors_never_show_a_password(users: Users, tls_files: TlsFiles, pre
     out = run(PREFORK, "--redis-url", sentinel, "apps.acl_app", env=env)
     assert out.returncode == 4 and f"sentinel:mymaster@127.0.0.1:{port}" in out.stderr
     assert users.password not in out.stderr + out.stdout
+
+
+def test_workflows_under_least_privilege_users(users: Users, tls_files: TlsFiles, prefix: str,
+                                               start_worker) -> None:
+    """Groups, chords, cancels, progress and unique ids with the producer and worker rules: no denial."""
+    keys = Keys(prefix)
+    tls = TlsSettings(ca=str(tls_files.ca))
+    with Client(users.url("producer"), prefix=prefix, tls=tls) as p:
+        assert p.enqueue("noop", 1, job_id="acl-u", unique=True) == "acl-u"
+        assert p.enqueue("noop", 1, job_id="acl-u", unique=True) is None
+        chord = p.enqueue_chord([("double", {"n": i}) for i in range(5)], callback=Job("merge", {}, result_ttl=60))
+        group = p.enqueue_group([("noop", i) for i in range(3)])
+        assert p.group_status(chord)["pending"] == 5
+        later = p.enqueue("record", {"n": "never"}, delay=30, result_ttl=60)
+        assert p.cancel(later)["status"] == "scheduled"
+        spin = p.enqueue("spin", {"s": 60})
+        progress = p.enqueue("steps", {"k": "acl"})
+        worker_url = users.url("worker")
+        w = start_worker("-c", "2", "--redis-url", worker_url, "--tls-ca", str(tls_files.ca), url=worker_url,
+                         app="apps.flows", env={"BT_REDIS_URL": worker_url})
+        assert p.result(chord, timeout=20) == {"n": 5, "failures": 0}
+        wait_until(lambda: p.group_status(group)["done"] == 3, 10)
+        assert p.result(progress, timeout=20) == "finished"
+        assert p.status(progress, detail=True).progress == 1.0
+        wait_until(lambda: p.status(spin) == "running", 10, message=lambda: w.log()[-2000:])
+        p.cancel(spin)
+        wait_until(lambda: p.status(spin) == "cancelled", 10, message=lambda: w.log()[-2000:])
+        wait_until(lambda: p.status(later) == "cancelled", 10)
+        assert w.stop() == 0
+    admin = users.server.client()
+    try:
+        assert not admin.exists(keys.unique("acl-u")) and admin.zcard(keys.cancels) == 1  # `later` is not due yet
+    finally:
+        admin.close()
+    assert acl_denials(users.server, "worker") == []
+    assert acl_denials(users.server, "producer") == []

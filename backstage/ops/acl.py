@@ -5,11 +5,13 @@
   later, deduplicated or with a tracked result, broadcast, read a tracked
   job's status and result. It cannot read a queue: no XREAD, XREADGROUP,
   XRANGE, no consumer-group commands. With ACL selectors (Redis 7+) its
-  SET/EXISTS are confined to ``P:dedupe:*``, its DEL/HSET/HGET… to
-  ``P:result:*`` and its ZADD to ``P:scheduled``, so it cannot overwrite or
-  delete a queue, nor forge our masters' registry ``P:workers``. It runs
-  our Lua and no other: ``FCALL`` of the function library the worker loads
-  (Redis 7+), never EVAL, EVALSHA, SCRIPT or FUNCTION LOAD.
+  SET/EXISTS are confined to ``P:dedupe:*`` and ``P:unique:*``, its
+  DEL/HSET/HGET… to ``P:result:*`` and ``P:chord:*``, its cancels to
+  ``P:cancel:*`` and ``P:cancels``, and its ZADD to ``P:scheduled`` and
+  ``P:cancels``, so it cannot overwrite or delete a queue, nor forge our
+  masters' registry ``P:workers``. It runs our Lua and no other: ``FCALL`` of
+  the function library the worker loads (Redis 7+), never EVAL, EVALSHA,
+  SCRIPT or FUNCTION LOAD.
 - **worker** (``backstage-prefork``): everything a producer may do (handlers
   enqueue too), plus the consumer-group reads, acks, claims, delayed-job
   promotion, cron markers, broadcast groups, presence, loading the function
@@ -60,8 +62,11 @@ _FUNCTIONS = ("fcall",)
 _SCRIPTS = ("script|load", "evalsha")
 #: Producer: XADD (enqueue, broadcast), ZADD (delayed); enqueue.lua adds the rest.
 _PRODUCER_ROOT = ("xadd", "zadd")
-_PRODUCER_DEDUPE = ("exists", "set")                            # enqueue.lua on P:dedupe:<key>
+_PRODUCER_DEDUPE = ("exists", "set")                            # enqueue.lua on P:dedupe:<key>, P:unique:<id>
 _PRODUCER_RESULT = ("del", "hset", "pexpire", "hget", "hgetall")  # enqueue.lua, status(), result()
+#: group.lua, cancel.lua and group_status() on P:chord:<id>; cancel.lua on P:cancel:<id> and P:cancels
+_PRODUCER_CHORD = ("exists", "hset", "pexpire", "del", "hgetall", "hmget", "hexists")
+_PRODUCER_CANCEL = ("set", "zadd", "zremrangebyscore")
 #: Worker, beyond the producer's: fetch.lua, settle.lua, reclaim.lua, renew.lua, forget.lua,
 #: promote.lua, cron_fire.lua, the blocking XREAD, broadcast groups, presence, queue metrics.
 _WORKER = (
@@ -69,6 +74,7 @@ _WORKER = (
     "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xgroup|create", "xgroup|destroy", "xgroup|delconsumer",
     "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore", "zcount",
     "get", "smembers", "rpush", "hincrby", "expire",
+    "hsetnx", "hmget", "hexists", "time",  # settle.lua's group/chord operations
 )
 #: Viewer: the dashboard's read-only pages (backstage/web/data.py, deadletters.py, ops/history.py).
 _VIEWER = (
@@ -147,7 +153,7 @@ def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True, sc
     elif scripts:
         grant += _FUNCTIONS if selectors else _SCRIPTS
     if role != "producer" or not selectors:
-        grant += [*_PRODUCER_DEDUPE, *_PRODUCER_RESULT]
+        grant += [*_PRODUCER_DEDUPE, *_PRODUCER_RESULT, *_PRODUCER_CHORD, *_PRODUCER_CANCEL]
     if role != "producer":
         grant += _WORKER
         if selectors:
@@ -156,11 +162,13 @@ def rules(role: str, prefix: str = DEFAULT_PREFIX, *, selectors: bool = True, sc
         grant += [c for c in _ADMIN if c not in grant]
     if not selectors:  # Redis 6.2 refuses rules naming commands it does not have
         grant = [c for c in grant if c != "fcall" and not c.startswith("function|")]
-    out += [f"+{c}" for c in grant]
+    out += [f"+{c}" for c in dict.fromkeys(grant)]  # each once, in order
     if role == "producer" and selectors:
         out.append(f"(~{head}scheduled +zadd)")
-        out.append(f"(~{head}dedupe:* {' '.join('+' + c for c in _PRODUCER_DEDUPE)})")
+        out.append(f"(~{head}dedupe:* ~{head}unique:* {' '.join('+' + c for c in _PRODUCER_DEDUPE)})")
         out.append(f"(~{head}result:* {' '.join('+' + c for c in _PRODUCER_RESULT)})")
+        out.append(f"(~{head}chord:* {' '.join('+' + c for c in _PRODUCER_CHORD)})")
+        out.append(f"(~{head}cancel:* ~{head}cancels {' '.join('+' + c for c in _PRODUCER_CANCEL)})")
     if role == "worker" and selectors:
         out.append(f"(~{head}{_CONTROL} {' '.join('+' + c for c in _WORKER_CONTROL)})")
     return out
