@@ -1,7 +1,7 @@
-"""The README's workflow example producer: run it with shop.py's worker running."""
+"""The README's workflow example producer: run it with studio.py's worker running."""
 
 from backstage import JobFailed
-from shop import app
+from studio import app
 
 client = app.client
 

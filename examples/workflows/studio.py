@@ -1,4 +1,4 @@
-"""The README's workflow example app (run: backstage-prefork shop, from this folder)."""
+"""The README's workflow example app (run: backstage-prefork studio, from this folder)."""
 
 from backstage import Backstage, Chord, current_job
 
