@@ -186,3 +186,24 @@ def test_groups_and_chords_in_inline_mode() -> None:
     with app.testing.capture() as cap:
         app.enqueue_chord([("double", {"n": 1})], callback=("merge", {}))
     assert cap.tasks() == ["double", "merge"]
+
+
+def test_member_dead_lettered_by_the_reclaimer_still_ends_its_chord(client, r, keys, start_worker):
+    """A member that takes its whole worker down is dead-lettered by another
+    master's reclaimer (max-deliveries): it counts as failed, the callback runs."""
+    args = ("-c", "1", "--idle-timeout", "1", "--max-deliveries", "1")
+    a = start_worker(*args, app="apps.flows")
+    b = start_worker(*args, app="apps.flows")
+    a.wait_children(1)
+    b.wait_children(1)
+    cid = client.enqueue_chord([("double", {"n": 4}), ("kill.master", None)], callback=Job("merge", {}, result_ttl=60),
+                               group_id="poison", queue="default")
+    out = client.result(cid, timeout=30)
+    [merge] = ledger(r, keys, "merge")
+    failures = {f["index"]: f for f in merge["payload"]["failures"]}
+    # the poison member always fails; the other one too if it was still pending on the
+    # master that died (--max-deliveries 1 dead-letters whatever that master held)
+    assert 1 in failures and out == {"n": 2, "failures": len(failures)}
+    assert all(f["reason"] == "max-deliveries" and f["errorType"] == "MaxDeliveries" for f in failures.values())
+    assert merge["payload"]["results"] == [None if 0 in failures else 8, None]
+    assert (a.proc.poll() is None) != (b.proc.poll() is None)  # one master was taken down

@@ -14,6 +14,10 @@
 -- MAXLEN (approximate), ARGV[7] now ms, ARGV[8] '1' to XDEL what is acked,
 -- ARGV[9] min idle ms for entries of consumers that are not ours,
 -- ARGV[10 ..] the scan cursor of each stream ('0-0': from the start)
+-- then (optional) the key heads P:chord: and P:unique:: a dead-lettered
+-- group/chord member is recorded as failed (and its chord's callback enqueued
+-- if it was the last), a unique job's id is freed, as settle.lua does for the
+-- dead letters it writes
 -- Returns: {entries, cursors, dead, cleaned} where entries is a flat array
 --   {stream index, id, {field, value, ...}, delivery count, ...}
 local n = (#KEYS - 1) / 2
@@ -24,6 +28,81 @@ local want = tonumber(ARGV[4])
 local max_deliveries = tonumber(ARGV[5])
 local out, cursors = {}, {}
 local dead, cleaned = 0, 0
+local chord_head, unique_head = ARGV[10 + n], ARGV[11 + n]
+
+-- Keep in step with chord_done in settle.lua (the same enqueue of a chord's callback).
+local function chord_done(key)
+  local h = redis.call('HMGET', key, 'total', 'failed', 'cb', 'cbp', 'cbs', 'policy', 'state', 'id', 'dlq', 'ttl',
+    'rk', 'rttl')
+  if h[7] == 'cancelled' then return end
+  local total, failed = tonumber(h[1]), tonumber(h[2])
+  redis.call('HSET', key, 'state', failed > 0 and 'failed' or 'done')
+  redis.call('PEXPIRE', key, h[10])
+  if not h[3] or h[3] == '' then return end
+  local results, failures = {}, {}
+  for s = 0, total - 1, 1000 do
+    local names, enames = {}, {}
+    for j = s, math.min(s + 999, total - 1) do
+      names[#names + 1] = 'r' .. j
+      enames[#enames + 1] = 'e' .. j
+    end
+    local vals = redis.call('HMGET', key, unpack(names))
+    local errs = redis.call('HMGET', key, unpack(enames))
+    for j = 1, #names do
+      results[#results + 1] = vals[j] or 'null'
+      if errs[j] then failures[#failures + 1] = errs[j] end
+    end
+  end
+  local payload = '{"chord":"' .. h[8] .. '","payload":' .. h[4] .. ',"results":[' .. table.concat(results, ',') ..
+    '],"failures":[' .. table.concat(failures, ',') .. ']}'
+  local fields = cjson.decode(h[3])
+  fields[#fields + 1] = 'payload'
+  fields[#fields + 1] = payload
+  local rk = h[11]
+  if failed > 0 and h[6] == 'dead-letter' then
+    if rk and rk ~= '' then
+      redis.call('HSET', rk, 'status', 'dead', 'reason', 'failed', 'errorType', 'ChordFailed',
+        'errorMessage', failed .. ' of ' .. total .. ' members failed', 'updatedAt', ARGV[7])
+      redis.call('PEXPIRE', rk, h[12])
+    end
+    for _, kv in ipairs({{'originalId', ''}, {'deadLetteredAt', ARGV[7]}, {'deliveryCount', '0'}, {'queue', h[5]},
+        {'reason', 'failed'}, {'errorType', 'ChordFailed'},
+        {'errorMessage', failed .. ' of ' .. total .. ' members of chord ' .. h[8] .. ' failed'},
+        {'traceback', ''}, {'consumer', me}}) do
+      fields[#fields + 1] = kv[1]
+      fields[#fields + 1] = kv[2]
+    end
+    redis.call('XADD', h[9], 'MAXLEN', '~', 10000, '*', unpack(fields))
+  else
+    redis.call('XADD', h[5], '*', unpack(fields))
+    if rk and rk ~= '' then
+      redis.call('HSET', rk, 'status', 'queued', 'updatedAt', ARGV[7])
+      redis.call('PEXPIRE', rk, h[12])
+    end
+  end
+end
+
+-- What settle.lua's 'c' and 'u' do for an entry dead-lettered here.
+local function dead_lettered(fields, deliveries)
+  if not chord_head then return end
+  local f = {}
+  for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
+  if f.unique == '1' and f.jobId then redis.call('DEL', unique_head .. f.jobId) end
+  local cid, idx = f.chordId, f.chordIndex
+  if cid and idx and string.match(idx, '^%d+$') then
+    local key = chord_head .. cid
+    if redis.call('EXISTS', key) == 1 then
+      local failure = cjson.encode({index = tonumber(idx), reason = 'max-deliveries', errorType = 'MaxDeliveries',
+        errorMessage = 'delivered ' .. deliveries .. ' times without an outcome (its worker died each time)'})
+      if redis.call('HSETNX', key, 'r' .. idx, 'null') == 1 then
+        redis.call('HSET', key, 'e' .. idx, failure)
+        redis.call('HINCRBY', key, 'failed', 1)
+        if redis.call('HINCRBY', key, 'left', -1) == 0 then chord_done(key) end
+      end
+    end
+  end
+end
+
 local ours = {}
 
 local function is_ours(consumer)
@@ -45,6 +124,7 @@ local function dead_letter(i, key, id, fields, deliveries)
     f[#f + 1] = kv[2]
   end
   redis.call('XADD', KEYS[n + i], 'MAXLEN', '~', ARGV[6], '*', unpack(f))
+  dead_lettered(fields, deliveries)
   redis.call('XACK', key, group, id)
   if ARGV[8] == '1' then redis.call('XDEL', key, id) end
 end

@@ -451,7 +451,8 @@ class MasterBroker:
         entries, new_cursors, dead, cleaned = self._reclaim(
             keys=[*(self.streams[i] for i in active), *(self.dead_letters[i] for i in active), self.keys.workers],
             args=[self.group, self.consumer, min_idle_ms, count, max_deliveries, dlq_maxlen, now_ms,
-                  self.delete_flag, max(foreign_idle_ms, min_idle_ms), *(cursors[i] for i in active)],
+                  self.delete_flag, max(foreign_idle_ms, min_idle_ms), *(cursors[i] for i in active),
+                  self.keys.chord(""), self.keys.unique("")],
         )
         for i, cursor in zip(active, new_cursors):
             cursors[i] = cursor

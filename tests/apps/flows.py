@@ -5,6 +5,7 @@ lines to ``P:ledger`` so a test can see what ran."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import orjson
@@ -39,6 +40,13 @@ def double(p: dict) -> int:
 @app.task("boom")
 def boom(p: object) -> None:
     raise ValueError(f"boom {p}")
+
+
+@app.task("kill.master")
+def kill_master(p: object) -> None:
+    """Takes its whole worker down (a poison job): only the reclaimer can dead-letter it."""
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(10)
 
 
 @app.task("hold")
