@@ -187,7 +187,6 @@ class _Producer:
         self._enqueue_fn = scripts.producer_library().functions["enqueue"].encode()
         self._functions = False  # Redis 7+: FCALL our function library; 6.2: EVALSHA (set by _ready)
         self._scheduled_b = self.keys.scheduled.encode()
-        self._scripts: Any = None  # group.lua and cancel.lua, registered on first use
 
     # -- argument checking -------------------------------------------------
     def _resolve(
@@ -452,12 +451,17 @@ class _Producer:
     def _cancel_args(self, job_id: str, ttl: float) -> tuple[list[Any], list[Any]]:
         return cancels.cancel_args(self.keys, job_id, _seconds_to_ms("ttl", ttl, positive=True))
 
-    def _registered(self) -> Any:
-        """(group.lua, cancel.lua) as redis-py scripts (EVALSHA, NOSCRIPT handled), made on first use."""
-        if self._scripts is None:
-            self._scripts = (self.redis.register_script(scripts.source("group")),  # type: ignore[attr-defined]
-                             self.redis.register_script(scripts.source("cancel")))  # type: ignore[attr-defined]
-        return self._scripts
+    def _script_command(self, name: str, keys: list[Any], args: list[Any]) -> tuple[Any, ...]:
+        """FCALL of our function library (Redis 7+), or EVALSHA (6.2), of ``name``.lua."""
+        if self._functions:
+            return ("FCALL", scripts.producer_library().functions[name], len(keys), *keys, *args)
+        return ("EVALSHA", hashlib.sha1(scripts.source(name).encode()).hexdigest(), len(keys), *keys, *args)
+
+    @staticmethod
+    def _script_lost(exc: Exception) -> bool:
+        """Redis lost (or never had) the script: load it, and send the call again."""
+        return (isinstance(exc, redis.exceptions.NoScriptError) or scripts.function_missing(exc)
+                or str(exc).startswith("NOSCRIPT"))
 
     def _group_refused(self, gid: str) -> BrokerError:
         return BrokerError(f"a group or chord with id {gid!r} exists already (ids must be unique while its "
@@ -692,9 +696,21 @@ class Client(_Producer):
         return gid
 
     def _group_script(self, keys: list[Any], args: list[Any]) -> bool:
+        return bool(self._call_script("group", keys, args))
+
+    def _call_script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
+        """Run ``name``.lua as a function (or EVALSHA), loading it once if Redis lost it."""
         self._ready()
         with redis_conn.translate_errors(self.where):
-            return bool(self._registered()[0](keys=keys, args=args))
+            try:
+                return self.redis.execute_command(*self._script_command(name, keys, args))  # type: ignore[no-untyped-call]
+            except redis.ResponseError as exc:
+                if not self._script_lost(exc):
+                    raise
+            self._reload()
+            if not self._functions:
+                self.redis.script_load(scripts.source(name))
+            return self.redis.execute_command(*self._script_command(name, keys, args))  # type: ignore[no-untyped-call]
 
     def group_status(self, group_id: str) -> dict[str, Any] | None:
         """``{"id", "state", "total", "done", "failed", "pending"}`` of a group or chord
@@ -715,7 +731,7 @@ class Client(_Producer):
         keys, args = self._cancel_args(job_id, ttl)
         self._ready()
         with redis_conn.translate_errors(self.where):
-            return cancels.answer(self._registered()[1](keys=keys, args=args))
+            return cancels.answer(self._call_script("cancel", keys, args))
 
     # -- status and results ---------------------------------------------------------
     @overload
@@ -932,7 +948,7 @@ class AsyncClient(_Producer):
                             ttl: float = groups.DEFAULT_TTL, **defaults: Any) -> str:
         """See :meth:`Client.enqueue_group`."""
         keys, args, gid = self._group_args(jobs, None, "callback", group_id, ttl, defaults)
-        if not await self._script(0, keys, args):
+        if not await self._script("group", keys, args):
             raise self._group_refused(gid)
         return gid
 
@@ -941,14 +957,22 @@ class AsyncClient(_Producer):
                             ttl: float = groups.DEFAULT_TTL, **defaults: Any) -> str:
         """See :meth:`Client.enqueue_chord`."""
         keys, args, gid = self._group_args(jobs, callback, on_failure, group_id, ttl, defaults)
-        if not await self._script(0, keys, args):
+        if not await self._script("group", keys, args):
             raise self._group_refused(gid)
         return gid
 
-    async def _script(self, which: int, keys: list[Any], args: list[Any]) -> Any:
+    async def _script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
         await self._ready()
         with redis_conn.translate_errors(self.where):
-            return await self._registered()[which](keys=keys, args=args)
+            try:
+                return await self.redis.execute_command(*self._script_command(name, keys, args))  # type: ignore[no-untyped-call]
+            except redis.ResponseError as exc:
+                if not self._script_lost(exc):
+                    raise
+            await self._reload()
+            if not self._functions:
+                await self.redis.script_load(scripts.source(name))
+            return await self.redis.execute_command(*self._script_command(name, keys, args))  # type: ignore[no-untyped-call]
 
     async def group_status(self, group_id: str) -> dict[str, Any] | None:
         """See :meth:`Client.group_status`."""
@@ -959,7 +983,7 @@ class AsyncClient(_Producer):
     async def cancel(self, job_id: str, *, ttl: float = DEFAULT_CANCEL_TTL) -> dict[str, Any]:
         """See :meth:`Client.cancel`."""
         keys, args = self._cancel_args(job_id, ttl)
-        return cancels.answer(await self._script(1, keys, args))
+        return cancels.answer(await self._script("cancel", keys, args))
 
     async def status(self, job_id: str, detail: bool = False) -> Any:
         """See :meth:`Client.status`."""

@@ -30,7 +30,7 @@ import orjson
 
 from .errors import InvalidJobError
 from .protocol.keys import validate_job_id, validate_queue
-from .protocol.wire import encode_payload, now_ms
+from .protocol.wire import now_ms
 
 if TYPE_CHECKING:
     from .client import Job, _Producer
@@ -177,7 +177,7 @@ def group_args(producer: "_Producer", jobs: Iterable["Job | tuple[str, Any]"], c
             o, payload, jid = o2, job[1], new_job_id()
         else:
             raise InvalidJobError(f"{what}: expected Job(...) or (task, payload) items, got {job!r:.80}")
-        fields = [b"taskName", o.task_b, b"payload", encode_payload(o.task, payload), b"enqueuedAt", now_b,
+        fields = [b"taskName", o.task_b, b"payload", producer._payload(o.task, payload), b"enqueuedAt", now_b,
                   *o.extra, b"jobId", jid, b"chordId", gid, b"chordIndex", b"%d" % i]
         si = index.get(o.stream)
         if si is None:
@@ -199,7 +199,7 @@ def group_args(producer: "_Producer", jobs: Iterable["Job | tuple[str, Any]"], c
             cb_value = callback[1]
         else:
             raise InvalidJobError(f"enqueue_chord: callback={callback!r:.80}: expected (task, payload) or Job(...)")
-        cb_payload = encode_payload(o.task, cb_value)
+        cb_payload = producer._payload(o.task, cb_value)
         cb_fields = [b"taskName", o.task_b, b"enqueuedAt", now_b, *o.extra, b"jobId", gid.encode()]
         cb_stream, cb_dlq = o.stream, producer.keys.dead_letter(o.queue)
         if o.result_ttl_ms is not None:

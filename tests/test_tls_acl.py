@@ -27,6 +27,7 @@ import redis
 
 from backstage import AsyncClient, Backstage, BrokerError, Client, ConfigError, Job, RedisUnavailable, TlsSettings
 from backstage.ops import acl
+from backstage.protocol import scripts
 from backstage.connections import redis_conn
 from backstage.protocol.keys import Keys
 
@@ -337,6 +338,11 @@ def test_workflows_under_least_privilege_users(users: Users, tls_files: TlsFiles
     """Groups, chords, cancels, progress and unique ids with the producer and worker rules: no denial."""
     keys = Keys(prefix)
     tls = TlsSettings(ca=str(tls_files.ca))
+    loader = users.server.client()
+    try:
+        scripts.load_library(loader)  # as `backstage functions load` does: the producer may only FCALL
+    finally:
+        loader.close()
     with Client(users.url("producer"), prefix=prefix, tls=tls) as p:
         assert p.enqueue("noop", 1, job_id="acl-u", unique=True) == "acl-u"
         assert p.enqueue("noop", 1, job_id="acl-u", unique=True) is None

@@ -74,7 +74,7 @@ _WORKER = (
     "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xgroup|create", "xgroup|destroy", "xgroup|delconsumer",
     "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore", "zcount",
     "get", "smembers", "rpush", "hincrby", "expire",
-    "hsetnx", "hmget", "hexists", "time",  # settle.lua's group/chord operations
+    "hsetnx", "hmget", "hexists", "time", "type",  # settle.lua's group/chord operations
 )
 #: Viewer: the dashboard's read-only pages (backstage/web/data.py, deadletters.py, ops/history.py).
 _VIEWER = (

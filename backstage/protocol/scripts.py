@@ -4,7 +4,7 @@ Each ``.lua`` file is one atomic operation with a header naming its KEYS,
 ARGV and return value. The worker registers them with redis-py's
 ``register_script`` (EVALSHA with a NOSCRIPT fallback).
 
-Producers run ``enqueue.lua`` as a Redis 7 *function* instead
+Producers run ``enqueue.lua``, ``group.lua`` and ``cancel.lua`` as Redis 7 *functions* instead
 (:func:`producer_library`): the worker (or an admin) loads the library with
 ``FUNCTION LOAD``, producers call it with ``FCALL``, so a producer's ACL user
 needs neither ``EVAL``/``EVALSHA`` nor ``SCRIPT LOAD`` and cannot run Lua of
@@ -28,7 +28,7 @@ __all__ = ["source", "Library", "producer_library", "FUNCTIONS_VERSION", "load_l
 FUNCTIONS_VERSION = (7, 0, 0)
 
 #: Scripts producers run, as functions of the producer library.
-_PRODUCER_SCRIPTS = ("enqueue",)
+_PRODUCER_SCRIPTS = ("enqueue", "group", "cancel")
 
 
 @cache
