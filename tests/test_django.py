@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,3 +117,30 @@ def test_priority_queue_and_run_after_map_onto_backstage(project: Any, backstage
     assert str(urgent.status) == "READY" and urgent.args == [1]
     with pytest.raises(TaskResultDoesNotExist):
         fulfil_order.get_result("no-such-id")
+
+
+DJANGO6_PYTHON = Path(__file__).resolve().parents[1] / ".venvs" / "django6" / "bin" / "python"
+
+
+def test_the_same_tests_on_django_6_tasks_framework() -> None:
+    """Django 6 has the Tasks framework built in (``django.tasks``) and needs
+    Python 3.12+; ``./scripts/test`` makes ``.venvs/django6`` when this machine
+    has such a Python. The tests above run there too, against ``django.tasks``."""
+    if not DJANGO6_PYTHON.exists():
+        pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+        found = [*pyenv.glob("3.1[2-9]*/bin/python"), *filter(None, map(shutil.which, ("python3.12", "python3.13")))]
+        if found:
+            pytest.fail(f".venvs/django6 is missing although {found[0]} is here: run ./scripts/test, which makes it")
+        pytest.skip("no Python 3.12+ on this machine for Django 6")
+    check = subprocess.run([str(DJANGO6_PYTHON), "-c", "import django, django.tasks; print(django.VERSION[0])"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and int(check.stdout) >= 6, check.stderr
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    run = subprocess.run([str(DJANGO6_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          "-k", "not test_the_same_tests_on_django_6"],
+                         capture_output=True, text=True, timeout=300, env=env,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, run.stdout[-500:]

@@ -33,7 +33,7 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO, TypeVar, cast
+from typing import Any, Callable, Iterator, Sequence, TextIO, TypeVar, cast
 
 import orjson
 import redis
@@ -43,6 +43,7 @@ from ..protocol import scripts, wire
 from ..errors import BackstageError, ConfigError
 from ..protocol.keys import Keys, validate_queue
 from . import presence
+from .textentry import TextEntry
 
 __all__ = ["DEAD_LETTER_FIELDS", "REQUEUE_DROPS", "DEFAULT_BATCH", "DEFAULT_LIST_LIMIT", "DeadLetter",
            "DeadLetters", "Filter", "Progress", "format_entry", "format_table", "parse_since", "run"]
@@ -82,21 +83,12 @@ _Item = tuple[bytes, dict[bytes, bytes]]  # one XRANGE item
 
 # -- entries and filters ---------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class DeadLetter:
+class DeadLetter(TextEntry):
     """One dead-letter entry: its stream id and every field, decoded as text.
 
     Fields keep the stream's order. Invalid UTF-8 is replaced (U+FFFD); that
     only matters for display, since requeue.lua copies the raw bytes.
     """
-
-    id: str
-    fields: Mapping[str, str]
-
-    @classmethod
-    def from_redis(cls, entry_id: bytes, raw: Mapping[bytes, bytes]) -> "DeadLetter":
-        """Build from an ``XRANGE`` item (bytes id, bytes field map)."""
-        return cls(entry_id.decode(), {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
-                                       for k, v in raw.items()})
 
     @property
     def task(self) -> str:

@@ -23,13 +23,14 @@ import argparse
 import datetime as _dt
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 import orjson
 import redis
 
 from ..errors import ConfigError
 from ..protocol.keys import Keys
+from .textentry import TextEntry
 
 __all__ = ["OUTCOMES", "Record", "HistoryFilter", "History", "add_parser", "run"]
 
@@ -39,16 +40,8 @@ _ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}\Z")
 
 
 @dataclass(frozen=True, eq=False)
-class Record:
+class Record(TextEntry):
     """One history record: its stream id and fields as text."""
-
-    id: str
-    fields: Mapping[str, str]
-
-    @classmethod
-    def from_redis(cls, entry_id: bytes, raw: Mapping[bytes, bytes]) -> "Record":
-        return cls(entry_id.decode(), {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
-                                       for k, v in raw.items()})
 
     def get(self, name: str) -> str:
         """A field's text, '' when absent."""
@@ -62,7 +55,7 @@ class Record:
     @property
     def finished_ms(self) -> int:
         raw = self.get("finishedAt")
-        return int(raw) if raw.isdigit() else int(self.id.split("-", 1)[0])
+        return int(raw) if raw.isdigit() else self.ms
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, **self.fields}

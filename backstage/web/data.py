@@ -14,14 +14,14 @@ import datetime as _dt
 import re
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 import orjson
 import redis
 
 from ..connections import redis_conn
 from ..ops import presence
+from ..ops.textentry import TextEntry
 from ..ops.inspect import queue_stats
 from ..ops.history import History, HistoryFilter, Record
 from ..protocol.keys import PRIORITIES, Keys, validate_queue
@@ -75,21 +75,7 @@ def fmt_age(seconds: float | None) -> str:
     return f"{s:.0f}s"
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A stream entry as text."""
-
-    id: str
-    fields: Mapping[str, str]
-
-    @classmethod
-    def from_redis(cls, entry_id: bytes, raw: Mapping[bytes, bytes]) -> "Entry":
-        return cls(entry_id.decode(), {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
-                                       for k, v in raw.items()})
-
-    @property
-    def ms(self) -> int:
-        return int(self.id.split("-", 1)[0])
+Entry = TextEntry  # a queue's entry, shown as text
 
 
 def _text(v: Any) -> str:
