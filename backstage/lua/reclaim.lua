@@ -30,57 +30,7 @@ local out, cursors = {}, {}
 local dead, cleaned = 0, 0
 local chord_head, unique_head = ARGV[10 + n], ARGV[11 + n]
 
--- Keep in step with chord_done in settle.lua (the same enqueue of a chord's callback).
-local function chord_done(key)
-  local h = redis.call('HMGET', key, 'total', 'failed', 'cb', 'cbp', 'cbs', 'policy', 'state', 'id', 'dlq', 'ttl',
-    'rk', 'rttl')
-  if h[7] == 'cancelled' then return end
-  local total, failed = tonumber(h[1]), tonumber(h[2])
-  redis.call('HSET', key, 'state', failed > 0 and 'failed' or 'done')
-  redis.call('PEXPIRE', key, h[10])
-  if not h[3] or h[3] == '' then return end
-  local results, failures = {}, {}
-  for s = 0, total - 1, 1000 do
-    local names, enames = {}, {}
-    for j = s, math.min(s + 999, total - 1) do
-      names[#names + 1] = 'r' .. j
-      enames[#enames + 1] = 'e' .. j
-    end
-    local vals = redis.call('HMGET', key, unpack(names))
-    local errs = redis.call('HMGET', key, unpack(enames))
-    for j = 1, #names do
-      results[#results + 1] = vals[j] or 'null'
-      if errs[j] then failures[#failures + 1] = errs[j] end
-    end
-  end
-  local payload = '{"chord":"' .. h[8] .. '","payload":' .. h[4] .. ',"results":[' .. table.concat(results, ',') ..
-    '],"failures":[' .. table.concat(failures, ',') .. ']}'
-  local fields = cjson.decode(h[3])
-  fields[#fields + 1] = 'payload'
-  fields[#fields + 1] = payload
-  local rk = h[11]
-  if failed > 0 and h[6] == 'dead-letter' then
-    if rk and rk ~= '' then
-      redis.call('HSET', rk, 'status', 'dead', 'reason', 'failed', 'errorType', 'ChordFailed',
-        'errorMessage', failed .. ' of ' .. total .. ' members failed', 'updatedAt', ARGV[7])
-      redis.call('PEXPIRE', rk, h[12])
-    end
-    for _, kv in ipairs({{'originalId', ''}, {'deadLetteredAt', ARGV[7]}, {'deliveryCount', '0'}, {'queue', h[5]},
-        {'reason', 'failed'}, {'errorType', 'ChordFailed'},
-        {'errorMessage', failed .. ' of ' .. total .. ' members of chord ' .. h[8] .. ' failed'},
-        {'traceback', ''}, {'consumer', me}}) do
-      fields[#fields + 1] = kv[1]
-      fields[#fields + 1] = kv[2]
-    end
-    redis.call('XADD', h[9], 'MAXLEN', '~', 10000, '*', unpack(fields))
-  else
-    redis.call('XADD', h[5], '*', unpack(fields))
-    if rk and rk ~= '' then
-      redis.call('HSET', rk, 'status', 'queued', 'updatedAt', ARGV[7])
-      redis.call('PEXPIRE', rk, h[12])
-    end
-  end
-end
+-- #include chord_done
 
 -- What settle.lua's 'c' and 'u' do for an entry dead-lettered here.
 local function dead_lettered(fields, deliveries)
@@ -97,7 +47,7 @@ local function dead_lettered(fields, deliveries)
       if redis.call('HSETNX', key, 'r' .. idx, 'null') == 1 then
         redis.call('HSET', key, 'e' .. idx, failure)
         redis.call('HINCRBY', key, 'failed', 1)
-        if redis.call('HINCRBY', key, 'left', -1) == 0 then chord_done(key) end
+        if redis.call('HINCRBY', key, 'left', -1) == 0 then chord_done(key, ARGV[7], me, redis.call) end
       end
     end
   end

@@ -76,60 +76,13 @@ local function ack(stream, id)
   if delete then redis.pcall('XDEL', stream, id) end
 end
 
--- The last member of a group settled: mark it ended; a chord's callback is
--- enqueued with the results in member order (or dead-lettered, by policy).
-local function chord_done(key, sidx, id)
-  local h = redis.call('HMGET', key, 'total', 'failed', 'cb', 'cbp', 'cbs', 'policy', 'state', 'id', 'dlq', 'ttl',
-    'rk', 'rttl')
-  if h[7] == 'cancelled' then return end
-  local total, failed = tonumber(h[1]), tonumber(h[2])
-  redis.call('HSET', key, 'state', failed > 0 and 'failed' or 'done')
-  redis.call('PEXPIRE', key, h[10])
-  if not h[3] or h[3] == '' then return end
-  local results, failures = {}, {}
-  for s = 0, total - 1, 1000 do
-    local names, enames = {}, {}
-    for j = s, math.min(s + 999, total - 1) do
-      names[#names + 1] = 'r' .. j
-      enames[#enames + 1] = 'e' .. j
-    end
-    local vals = redis.call('HMGET', key, unpack(names))
-    local errs = redis.call('HMGET', key, unpack(enames))
-    for j = 1, #names do
-      results[#results + 1] = vals[j] or 'null'
-      if errs[j] then failures[#failures + 1] = errs[j] end
-    end
-  end
-  local payload = '{"chord":"' .. h[8] .. '","payload":' .. h[4] .. ',"results":[' .. table.concat(results, ',') ..
-    '],"failures":[' .. table.concat(failures, ',') .. ']}'
-  local fields = cjson.decode(h[3])
-  fields[#fields + 1] = 'payload'
-  fields[#fields + 1] = payload
+-- the clock as epoch ms (text), for the rare writes that stamp it
+local function _now()
   local t = redis.call('TIME')
-  local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-  local rk = h[11]
-  if failed > 0 and h[6] == 'dead-letter' then
-    if rk and rk ~= '' then
-      redis.call('HSET', rk, 'status', 'dead', 'reason', 'failed', 'errorType', 'ChordFailed',
-        'errorMessage', failed .. ' of ' .. total .. ' members failed', 'updatedAt', now)
-      redis.call('PEXPIRE', rk, h[12])
-    end
-    for _, kv in ipairs({{'originalId', ''}, {'deadLetteredAt', now}, {'deliveryCount', '0'}, {'queue', h[5]},
-        {'reason', 'failed'}, {'errorType', 'ChordFailed'},
-        {'errorMessage', failed .. ' of ' .. total .. ' members of chord ' .. h[8] .. ' failed'},
-        {'traceback', ''}, {'consumer', consumer}}) do
-      fields[#fields + 1] = kv[1]
-      fields[#fields + 1] = kv[2]
-    end
-    try('c', sidx, id, 'XADD', h[9], 'MAXLEN', '~', 10000, '*', unpack(fields))
-  else
-    try('c', sidx, id, 'XADD', h[5], '*', unpack(fields))
-    if rk and rk ~= '' then
-      redis.call('HSET', rk, 'status', 'queued', 'updatedAt', now)
-      redis.call('PEXPIRE', rk, h[12])
-    end
-  end
+  return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
+
+-- #include chord_done
 
 local i = 4
 local n = #ARGV
@@ -264,7 +217,8 @@ while i <= n do
               redis.call('HSET', key, 'e' .. idx, ARGV[i + 6])
               redis.call('HINCRBY', key, 'failed', 1)
             end
-            if redis.call('HINCRBY', key, 'left', -1) == 0 then chord_done(key, sidx, id) end
+            if redis.call('HINCRBY', key, 'left', -1) == 0 then chord_done(key, _now(), consumer,
+              function(...) return try('c', sidx, id, ...) end) end
           end
         end
       else

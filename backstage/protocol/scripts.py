@@ -14,6 +14,7 @@ its own. On Redis 6.2 (no functions) producers fall back to EVALSHA.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -31,10 +32,17 @@ FUNCTIONS_VERSION = (7, 0, 0)
 _PRODUCER_SCRIPTS = ("enqueue", "group", "cancel")
 
 
+_INCLUDE = re.compile(r"^-- #include (\w+)$", re.M)
+
+
 @cache
 def source(name: str) -> str:
-    """Text of ``backstage/lua/<name>.lua``."""
-    return resources.files("backstage").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    """Text of ``backstage/lua/<name>.lua``, with each ``-- #include <part>``
+    line replaced by ``backstage/lua/<part>.lua``: scripts cannot call one
+    another, so a piece two of them share (``chord_done``) lives once and is
+    spliced into both."""
+    text = resources.files("backstage").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda m: source(m.group(1)), text)
 
 
 @dataclass(frozen=True)
